@@ -1,0 +1,29 @@
+"""Hydra entry point: `python -m clap_train +experiment=htsat_roberta [key=value ...]`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from clap_train.training.run import train
+
+log = logging.getLogger("clap_train")
+# Errors a user fixes in their config or paths: report them in one line instead of a stack trace.
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except USER_ERRORS as exc:
+        log.error("clap_train: %s: %s", type(exc).__name__, exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`train(cfg)`: build everything from the resolved config, fit, evaluate, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clap_train.training.checkpointing import AtomicCheckpointIO
+from clap_train.training.module import CLAPModule
+
+log = logging.getLogger(__name__)
+SUMMARY_METRICS = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
+
+
+def build(cfg: DictConfig):
+    """Instantiate datamodule, LightningModule and Trainer from the config."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    module = CLAPModule(
+        model=model,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        weight_decay=cfg.optim.weight_decay,
+        val_names=datamodule.val_names,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    return datamodule, module, trainer
+
+
+def format_summary(before: dict | None, after: dict, val_names: list[str]) -> str:
+    lines = []
+    for name in val_names:
+        num_clips = int(after.get(f"val/{name}/num_clips", 0))
+        lines.append(f"retrieval on '{name}' ({num_clips} held-out clips)")
+        lines.append(f"  {'metric':<10} {'chance':>8} {'before':>8} {'after':>8}")
+        for metric in SUMMARY_METRICS:
+            k = int(metric.split("@")[1])
+            key = f"val/{name}/{metric}"
+            chance = min(1.0, k / max(num_clips, 1))
+            b = f"{before[key]:.3f}" if before and key in before else "-"
+            lines.append(f"  {metric:<10} {chance:>8.3f} {b:>8} {after[key]:>8.3f}")
+    return "\n".join(lines)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` when present.
+
+    Returns {'before': metrics or None, 'after': metrics}; also written to `<run_dir>/summary.json`.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule, module, trainer = build(cfg)
+    ckpt_path = last_checkpoint(run_dir)
+    before = None
+    if ckpt_path is not None:
+        log.info("resuming from %s", ckpt_path)
+    elif cfg.eval_before_training:
+        before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    summary = {"before": before, "after": after, "global_step": trainer.global_step}
+    if trainer.is_global_zero:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        print("\n" + format_summary(before, after, datamodule.val_names) + f"\nrun directory: {run_dir}\n", flush=True)
+    return summary
