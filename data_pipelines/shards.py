@@ -23,8 +23,8 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -82,7 +82,7 @@ def _decode_with_ffmpeg(source: str | Path | bytes) -> tuple[np.ndarray, int]:
     is_bytes = isinstance(source, bytes)
     command = ["ffmpeg", "-v", "error", "-i", "pipe:0" if is_bytes else str(source)]
     command += ["-ar", str(TARGET_SAMPLE_RATE), "-f", "wav", "-acodec", "pcm_f32le", "pipe:1"]
-    result = subprocess.run(command, input=source if is_bytes else None, capture_output=True, timeout=600)
+    result = subprocess.run(command, check=False, input=source if is_bytes else None, capture_output=True, timeout=600)
     if result.returncode != 0 or not result.stdout:
         message = result.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ValueError(f"undecodable audio: ffmpeg: {message[-1] if message else 'no output'}")
@@ -237,7 +237,7 @@ class ShardWriter:
         self._flush()
         return self.sizes
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

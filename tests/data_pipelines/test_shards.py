@@ -59,7 +59,9 @@ def test_shard_writer_numbers_shards_and_sizes(tmp_path):
     assert sizes == {"valid-000000.tar": 2, "valid-000001.tar": 2, "valid-000002.tar": 1}
     assert json.loads((tmp_path / "sizes.json").read_text()) == sizes
     assert not list(tmp_path.glob("*.tmp"))
-    read = [(key, read_meta(members)["text"]) for path in sorted(tmp_path.glob("*.tar")) for key, members in iter_tar(path)]
+    read = [
+        (key, read_meta(members)["text"]) for path in sorted(tmp_path.glob("*.tar")) for key, members in iter_tar(path)
+    ]
     assert read == [(f"clip_{i}", [f"caption {i} é"]) for i in range(5)]
     with tarfile.open(tmp_path / "valid-000000.tar") as tar:
         assert tar.getnames() == ["clip_0.flac", "clip_0.json", "clip_1.flac", "clip_1.json"]
