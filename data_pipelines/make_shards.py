@@ -53,7 +53,7 @@ def encode_row(row: dict) -> dict:
         if mono.numel() == 0 or float(mono.abs().max()) == 0.0:
             raise ValueError("silent audio: all samples are zero")
         flac = encode_flac(mono, TARGET_SAMPLE_RATE)
-    except Exception as error:  # any decoder failure skips the row, never the run
+    except Exception as error:  # noqa: BLE001 - any decoder failure skips the row, never the run
         return {"key": row["key"], "audio": row["audio"], "reason": str(error) or type(error).__name__}
     original = dict(row["original_data"])
     original.update(sample_rate=sample_rate, channels=int(wave.shape[0]))

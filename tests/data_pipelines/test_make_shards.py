@@ -130,9 +130,11 @@ def test_audio_dir_with_sidecars(tmp_path):
 def test_cli_with_worker_processes(csv_manifest, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "data_pipelines.make_shards", "--manifest", str(csv_manifest), "--out", str(out)]
-    result = subprocess.run(command + ["--workers", "2", "--samples-per-shard", "3"], capture_output=True, text=True)
+    result = subprocess.run(
+        command + ["--workers", "2", "--samples-per-shard", "3"], check=False, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "wrote 4 samples" in result.stderr and "corrupt.flac" in result.stderr
     assert json.loads((out / "sizes.json").read_text()) == {"train-000000.tar": 3, "train-000001.tar": 1}
-    again = subprocess.run(command + ["--workers", "0"], capture_output=True, text=True)
+    again = subprocess.run(command + ["--workers", "0"], check=False, capture_output=True, text=True)
     assert again.returncode != 0 and "--resume" in again.stderr
