@@ -1,0 +1,229 @@
+"""Build WebDataset shards (48 kHz mono FLAC + JSON) from a manifest or a directory of captioned audio.
+
+    python -m data_pipelines.make_shards --manifest M.jsonl --out DIR [--split train]
+        [--samples-per-shard 512] [--workers 4] [--seed 0] [--resume]
+    python -m data_pipelines.make_shards --audio-dir D --out DIR ...
+
+Rows are shuffled deterministically by `--seed`, decoded in worker processes (forkserver/spawn:
+audio libraries can deadlock in forked children) and written in shuffled order, so the shards do
+not depend on `--workers`. Unreadable or empty audio, missing files, rows without caption or tags
+and repeated keys are skipped and listed in `DIR/report.json`, never fatal. A non-empty `DIR` is
+refused unless `--resume`, which keeps the completed shards, skips their keys and refuses when the
+manifest, split, seed or shard size differ from the first run (recorded in `DIR/make_shards.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data_pipelines.captions import template_caption
+from data_pipelines.manifest import read_manifest, scan_audio_dir
+from data_pipelines.shards import (
+    TARGET_SAMPLE_RATE,
+    ShardWriter,
+    decode_audio,
+    encode_flac,
+    iter_tar,
+    to_mono_48k,
+)
+
+RUN_FILE = "make_shards.json"
+REPORT_FILE = "report.json"
+
+
+def encode_row(row: dict) -> dict:
+    """Decode, downmix, resample and FLAC-encode one manifest row (runs in a worker process).
+
+    Returns:
+        `{"key", "audio", "flac", "meta", "seconds"}` on success, `{"key", "audio", "reason"}` on failure.
+    """
+    try:
+        if not Path(row["audio"]).is_file():
+            raise ValueError("missing file")
+        wave, sample_rate = decode_audio(row["audio"])
+        mono = to_mono_48k(wave, sample_rate)  # (L,)
+        if mono.numel() == 0 or float(mono.abs().max()) == 0.0:
+            raise ValueError("silent audio: all samples are zero")
+        flac = encode_flac(mono, TARGET_SAMPLE_RATE)
+    except Exception as error:  # noqa: BLE001 - any decoder failure skips the row, never the run
+        return {"key": row["key"], "audio": row["audio"], "reason": str(error) or type(error).__name__}
+    original = dict(row["original_data"])
+    original.update(sample_rate=sample_rate, channels=int(wave.shape[0]))
+    meta = {"text": row["text"] or [template_caption(row["tags"])]}
+    if row["tags"]:
+        meta["tags"] = row["tags"]
+    meta["original_data"] = original
+    return {
+        "key": row["key"],
+        "audio": row["audio"],
+        "flac": flac,
+        "meta": meta,
+        "seconds": mono.numel() / TARGET_SAMPLE_RATE,
+    }
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _existing_shards(out_dir: Path, split: str) -> tuple[set[str], int]:
+    """Keys already written to `split` shards in `out_dir` and the next free shard index."""
+    for leftover in out_dir.glob("*.tmp"):
+        leftover.unlink()  # an interrupted write: its samples are not in any completed shard
+    keys, next_index = set(), 0
+    for shard in sorted(out_dir.glob(f"{split}-*.tar")):
+        keys.update(key for key, _ in iter_tar(shard))
+        next_index = max(next_index, int(shard.stem.rsplit("-", 1)[1]) + 1)
+    return keys, next_index
+
+
+def _check_output_dir(out_dir: Path, run: dict, resume: bool) -> None:
+    """Refuse to mix runs: a non-empty dir needs --resume and the same run settings."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not resume:
+        raise SystemExit(f"make_shards: output dir {out_dir} is not empty; pass --resume to continue that run")
+    run_file = out_dir / RUN_FILE
+    if not run_file.is_file():
+        raise SystemExit(f"make_shards: {out_dir} holds no {RUN_FILE}: it was not written by make_shards")
+    previous = json.loads(run_file.read_text())
+    if previous != run:
+        raise SystemExit(f"make_shards: --resume with different settings: first run {previous}, now {run}")
+
+
+def select_rows(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """Drop rows without caption or tags and repeated keys, then shuffle by `seed`.
+
+    Returns:
+        (rows to encode, skipped `{"key", "audio", "reason"}`).
+    """
+    kept, skipped, seen = [], [], set()
+    for row in rows:
+        if row["key"] in seen:
+            skipped.append({"key": row["key"], "audio": row["audio"], "reason": "repeated key"})
+        elif not row["text"] and not row["tags"]:
+            skipped.append({"key": row["key"], "audio": row["audio"], "reason": "no caption or tags"})
+        else:
+            seen.add(row["key"])
+            kept.append(row)
+    random.Random(seed).shuffle(kept)
+    return kept, skipped
+
+
+def make_shards(
+    rows: list[dict],
+    out_dir: str | Path,
+    split: str = "train",
+    samples_per_shard: int = 512,
+    num_workers: int = 0,
+    seed: int = 0,
+    resume: bool = False,
+    run: dict | None = None,
+    skipped: list[dict] | None = None,
+) -> dict:
+    """Encode `rows` (see data_pipelines.manifest) into shards in `out_dir`; returns the report.
+
+    Args:
+        num_workers: worker processes; 0 or 1 encodes in this process.
+        run: settings recorded in `make_shards.json` and compared on --resume (defaults to
+            split, seed and samples_per_shard).
+        skipped: rows already rejected upstream (e.g. audio without a sidecar), copied to the report.
+    Raises:
+        SystemExit when `out_dir` is not empty and `resume` is false, or settings differ on resume.
+        ValueError naming `samples_per_shard` or `num_workers` when out of range.
+    """
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard: must be >= 1, got {samples_per_shard}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers: must be >= 0, got {num_workers}")
+    out_dir = Path(out_dir)
+    run = {"split": split, "seed": seed, "samples_per_shard": samples_per_shard, **(run or {})}
+    _check_output_dir(out_dir, run, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
+    done_keys, start_index = _existing_shards(out_dir, split)
+
+    selected, skipped_here = select_rows(rows, seed)
+    skipped = list(skipped or []) + skipped_here
+    todo = [row for row in selected if row["key"] not in done_keys]
+    written, seconds = 0, 0.0
+    with ShardWriter(out_dir, split, samples_per_shard, start_index=start_index) as writer:
+        if num_workers <= 1:
+            results = map(encode_row, todo)
+            pool = None
+        else:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            pool = multiprocessing.get_context(method).Pool(num_workers, initializer=_init_worker)
+            results = pool.imap(encode_row, todo, chunksize=4)
+        try:
+            for result in tqdm(results, total=len(todo), desc=f"make_shards {split}", unit="clip", disable=None):
+                if "reason" in result:
+                    skipped.append(result)
+                    continue
+                writer.write(result["key"], result["flac"], result["meta"])
+                written += 1
+                seconds += result["seconds"]
+        finally:
+            if pool is not None:
+                pool.terminate()
+    report = {
+        "split": split,
+        "written": written,
+        "already_present": len(selected) - len(todo),
+        "num_skipped": len(skipped),
+        "hours": round(seconds / 3600, 6),
+        "shards": writer.sizes,
+        "skipped": skipped,
+    }
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    return report
+
+
+def print_report(report: dict, file=sys.stderr) -> None:
+    print(
+        f"make_shards: wrote {report['written']} samples ({report['hours']:.3f} h) into {len(report['shards'])} "
+        f"shards; {report['already_present']} already present; skipped {report['num_skipped']}",
+        file=file,
+    )
+    for item in report["skipped"][:20]:
+        print(f"  skipped {item.get('audio')}: {item['reason']}", file=file)
+    if report["num_skipped"] > 20:
+        print(f"  ... {report['num_skipped'] - 20} more in report.json", file=file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_pipelines.make_shards", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="CSV or JSONL manifest (audio paths relative to it)")
+    source.add_argument("--audio-dir", help="directory of audio files with .txt/.json caption sidecars")
+    parser.add_argument("--out", required=True, help="output directory for the shards")
+    parser.add_argument("--split", default="train", help="shard name prefix (default: train)")
+    parser.add_argument("--samples-per-shard", type=int, default=512)
+    parser.add_argument("--workers", type=int, default=4, help="worker processes (0: in this process)")
+    parser.add_argument("--seed", type=int, default=0, help="shuffle seed")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    args = parser.parse_args(argv)
+
+    if args.manifest:
+        rows, skipped = read_manifest(args.manifest), []
+        source_name = {"manifest": str(Path(args.manifest).resolve())}
+    else:
+        rows, skipped = scan_audio_dir(args.audio_dir)
+        source_name = {"audio_dir": str(Path(args.audio_dir).resolve())}
+    report = make_shards(
+        rows, args.out, args.split, args.samples_per_shard, args.workers, args.seed, args.resume, source_name, skipped
+    )
+    print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
