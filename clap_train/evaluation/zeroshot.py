@@ -129,12 +129,16 @@ def zeroshot_metrics(
     targets = targets.detach().cpu()
     if targets.ndim == 2:
         if targets.shape != (num_clips, num_classes):
-            raise ValueError(f"multi-hot targets must have shape ({num_clips}, {num_classes}), got {tuple(targets.shape)}")
+            raise ValueError(
+                f"multi-hot targets must have shape ({num_clips}, {num_classes}), got {tuple(targets.shape)}"
+            )
         if folds is not None:
             raise ValueError("folds are only supported for single-label targets")
         return _multilabel_metrics(logits, targets.bool())
     if targets.shape != (num_clips,):
-        raise ValueError(f"targets must have shape ({num_clips},) or ({num_clips}, {num_classes}), got {tuple(targets.shape)}")
+        raise ValueError(
+            f"targets must have shape ({num_clips},) or ({num_clips}, {num_classes}), got {tuple(targets.shape)}"
+        )
     targets = targets.long()
     if targets.min() < 0 or targets.max() >= num_classes:
         raise ValueError(f"targets must lie in [0, {num_classes}), got min {targets.min()} max {targets.max()}")

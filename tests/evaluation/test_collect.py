@@ -20,7 +20,9 @@ def make_dataset():
     """11 clips with 2 captions each, a class target and a fold; keys in reverse order of rows."""
     gen = torch.Generator().manual_seed(0)
     audio = F.normalize(torch.randn(NUM_CLIPS, DIM, generator=gen), dim=-1)
-    text = F.normalize(audio.repeat_interleave(CAPTIONS, 0) + torch.randn(NUM_CLIPS * CAPTIONS, DIM, generator=gen), dim=-1)
+    text = F.normalize(
+        audio.repeat_interleave(CAPTIONS, 0) + torch.randn(NUM_CLIPS * CAPTIONS, DIM, generator=gen), dim=-1
+    )
     keys = [f"clip{NUM_CLIPS - i:03d}" for i in range(NUM_CLIPS)]
     return audio, text, keys, torch.arange(NUM_CLIPS) % 3, torch.arange(NUM_CLIPS) % 2
 

@@ -10,7 +10,7 @@ from clap_train.evaluation.retrieval import audio_to_text_positions, retrieval_m
 
 def scores_as_embeddings(scores: torch.Tensor):
     """Embeddings whose dot products are exactly `scores` (Nt, Na): audio = identity, text = score rows."""
-    num_texts, num_clips = scores.shape
+    num_clips = scores.shape[1]
     return torch.eye(num_clips, dtype=torch.float64), scores.double()
 
 
@@ -178,5 +178,7 @@ def test_validation_errors():
 
 
 def test_top_k_retrievals():
-    scores, indices = top_k_retrievals(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), k=2)
+    scores, indices = top_k_retrievals(
+        torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), k=2
+    )
     assert indices.tolist() == [[1, 2]] and scores[0].tolist() == pytest.approx([1.0, 0.8])
