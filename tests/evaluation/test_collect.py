@@ -107,7 +107,23 @@ def _worker(rank, world_size, port, out_dir):
         collector = EmbeddingCollector()
         feed(collector, order[rank::world_size], batch_size=4)
         result = collector.compute()
-        torch.save({"metrics": metrics_of(result), "keys": result.keys}, os.path.join(out_dir, f"rank{rank}.pt"))
+        # audio-only (zero-shot) set where rank 1 saw no batch at all: it still joins the collectives
+        audio_only = EmbeddingCollector()
+        if rank == 0:
+            audio, _, keys, targets, _ = make_dataset()
+            audio_only.update(audio[:3], keys[:3], targets=targets[:3])
+            audio_only.update(audio[3:], keys[3:], targets=targets[3:])
+        zero_shot = audio_only.compute()
+        torch.save(
+            {
+                "metrics": metrics_of(result),
+                "keys": result.keys,
+                "zero_shot_keys": zero_shot.keys,
+                "zero_shot_targets": zero_shot.clip_fields["targets"],
+                "zero_shot_has_text": zero_shot.text_embeds is not None,
+            },
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -119,3 +135,6 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert out["keys"] == sorted(make_dataset()[2])
         assert out["metrics"] == pytest.approx(expected, abs=1e-12)
+        _, _, keys, targets, _ = make_dataset()
+        assert out["zero_shot_keys"] == sorted(keys) and not out["zero_shot_has_text"]
+        assert out["zero_shot_targets"].tolist() == [int(targets[keys.index(k)]) for k in sorted(keys)]
