@@ -1,6 +1,13 @@
-"""Accumulate validation embeddings on each rank and gather them into full sets."""
+"""Accumulate validation embeddings per rank and gather them into one de-duplicated set.
+
+Metrics are computed on the full set (every rank gets it), so they do not depend on the number of
+processes: padding a DistributedSampler adds to the last batches is removed by de-duplicating on
+the clip `key`, and the rows are sorted by key so every world size yields identical tensors.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -8,47 +15,175 @@ import torch.distributed as dist
 from clap_train.distributed.gather import world_info
 
 
-class EmbeddingCollector:
-    """Per-batch embeddings -> full (de-duplicated) sets across ranks.
+@dataclass
+class EmbeddingSet:
+    """A full evaluation set, one row per unique clip, sorted by key.
 
-    `update(audio_embeds (B, D), text_embeds (N, D), text_to_audio (N,) batch-local, keys (B))`;
-    `compute()` gathers every rank's rows (all_gather_object on CPU copies, so ranks may hold
-    different counts), drops clips whose key was already seen (padding duplicates), and returns
-    (audio (Na, D), text (Nt, D), text_to_audio (Nt,) global, keys).
+    audio_embeds: (Na, D); keys: Na clip keys; text_embeds: (Nt, D) or None; text_to_audio: (Nt,)
+    int64 row of each caption's clip, or None; clip_fields: per-clip tensors with Na rows
+    (targets, folds, ...).
+    """
+
+    audio_embeds: torch.Tensor
+    keys: list[str]
+    text_embeds: torch.Tensor | None = None
+    text_to_audio: torch.Tensor | None = None
+    clip_fields: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def gather_variable_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (B_r, ...) from every rank along dim 0, where B_r may differ per rank.
+
+    Trailing dims and dtype must agree across ranks. Each rank pads to the largest B_r, all_gathers,
+    and the padding is cut away again. No gradient. The collective runs on the current CUDA device
+    under NCCL and on the CPU otherwise; the result is on the CPU. Returns `x` outside a process group.
+    """
+    _, world_size = world_info()
+    if world_size == 1:
+        return x
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    local = x.detach().to(device)
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
+    dist.all_gather(sizes, torch.tensor([local.shape[0]], dtype=torch.long, device=device))
+    sizes = [int(s.item()) for s in sizes]
+    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: local.shape[0]] = local
+    chunks = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(chunks, padded)
+    return torch.cat([chunk[:size] for chunk, size in zip(chunks, sizes)]).cpu()
+
+
+def _all_gather_objects(item) -> list:
+    gathered = [None] * world_info()[1]
+    dist.all_gather_object(gathered, item)
+    return gathered
+
+
+class EmbeddingCollector:
+    """Per-batch accumulator of validation embeddings.
+
+    Call `update` once per batch with that batch's outputs (text_to_audio is batch-local, as in the
+    batch contract), then `compute()` once at the end; `reset()` before the next epoch. Rows are
+    kept detached on the CPU.
     """
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self._audio, self._text, self._text_to_audio, self._keys = [], [], [], []
+        self._audio: list[torch.Tensor] = []
+        self._text: list[torch.Tensor] = []
+        self._text_to_audio: list[torch.Tensor] = []
+        self._keys: list[str] = []
+        self._fields: dict[str, list[torch.Tensor]] = {}
+        self._num_clips = 0
 
-    def update(self, audio_embeds, text_embeds, text_to_audio, keys) -> None:
+    def update(
+        self,
+        audio_embeds: torch.Tensor,
+        keys: list[str],
+        text_embeds: torch.Tensor | None = None,
+        text_to_audio: torch.Tensor | None = None,
+        **clip_fields: torch.Tensor,
+    ) -> None:
+        """Add one batch.
+
+        Args:
+            audio_embeds: (B, D) clip embeddings.
+            keys: B clip keys; equal keys must mean the same clip (padding duplicates).
+            text_embeds: (N, D) caption embeddings, or None for audio-only (zero-shot) sets.
+            text_to_audio: (N,) batch-local clip index of each caption; required with text_embeds.
+            clip_fields: per-clip tensors with B rows (e.g. targets=(B,) or (B, C), folds=(B,)).
+
+        Raises:
+            ValueError: on inconsistent sizes, or text given in some batches and not in others.
+        """
+        batch = audio_embeds.shape[0]
+        if len(keys) != batch:
+            raise ValueError(f"keys has {len(keys)} entries for {batch} clips")
+        if (text_embeds is None) != (text_to_audio is None):
+            raise ValueError("text_embeds and text_to_audio must be given together")
+        if self._keys and (text_embeds is None) != (not self._text):
+            raise ValueError("text_embeds must be given in every batch or in none")
+        if text_embeds is not None:
+            if text_to_audio.shape != (text_embeds.shape[0],):
+                raise ValueError(f"text_to_audio must have shape ({text_embeds.shape[0]},), got {text_to_audio.shape}")
+            if len(text_to_audio) and (text_to_audio.min() < 0 or text_to_audio.max() >= batch):
+                raise ValueError(f"text_to_audio must index the batch's {batch} clips")
+            self._text.append(text_embeds.detach().float().cpu())
+            self._text_to_audio.append(text_to_audio.detach().long().cpu() + self._num_clips)
+        if self._keys and set(clip_fields) != set(self._fields):
+            raise ValueError(f"clip_fields {sorted(clip_fields)} differ from earlier batches' {sorted(self._fields)}")
+        for name, value in clip_fields.items():
+            if value.shape[0] != batch:
+                raise ValueError(f"clip field {name!r} has {value.shape[0]} rows for {batch} clips")
+            self._fields.setdefault(name, []).append(value.detach().cpu())
         self._audio.append(audio_embeds.detach().float().cpu())
-        self._text.append(text_embeds.detach().float().cpu())
-        self._text_to_audio.append(text_to_audio.detach().cpu())
-        self._keys.append(list(keys))
+        self._keys.extend(keys)
+        self._num_clips += batch
 
-    def compute(self):
-        local = list(zip(self._audio, self._text, self._text_to_audio, self._keys))
-        _, world_size = world_info()
-        if world_size > 1:
-            gathered = [None] * world_size
-            dist.all_gather_object(gathered, local)
-            local = [batch for rank_batches in gathered for batch in rank_batches]
-        audio, text, text_to_audio, keys, seen = [], [], [], [], set()
-        for batch_audio, batch_text, batch_t2a, batch_keys in local:
-            offset = {}
-            for i, key in enumerate(batch_keys):
-                if key not in seen:
-                    seen.add(key)
-                    offset[i] = len(keys)
-                    keys.append(key)
-                    audio.append(batch_audio[i])
-            for j, clip in enumerate(batch_t2a.tolist()):
-                if clip in offset:
-                    text.append(batch_text[j])
-                    text_to_audio.append(offset[clip])
-        if not audio:
-            raise RuntimeError("no validation embeddings were collected")
-        return torch.stack(audio), torch.stack(text), torch.tensor(text_to_audio), keys
+    def compute(self, gather: bool = True) -> EmbeddingSet:
+        """The de-duplicated set, from all ranks if `gather` (a collective: every rank must call it).
+
+        Captions of a duplicated clip are dropped with it (the first occurrence in rank order is kept),
+        and rows are sorted by key. A rank that collected nothing contributes no rows.
+
+        Raises:
+            ValueError: if nothing was collected on any rank.
+        """
+        local = self._local_tensors()
+        keys = list(self._keys)
+        rank, world_size = world_info()
+        if gather and world_size > 1:
+            # keys, row counts and tensor layouts first, so ranks that saw nothing can join in
+            infos = _all_gather_objects((keys, {name: (tuple(t.shape[1:]), t.dtype) for name, t in local.items()}))
+            keys = [key for rank_keys, _ in infos for key in rank_keys]
+            layouts = {}
+            for _, rank_layout in infos:
+                layouts.update(rank_layout)
+            clip_offset = sum(len(rank_keys) for rank_keys, _ in infos[:rank])
+            if "text_to_audio" in local:
+                local["text_to_audio"] = local["text_to_audio"] + clip_offset  # rows of the all-rank audio
+            local = {
+                name: gather_variable_rows(local.get(name, torch.zeros((0, *shape), dtype=dtype)))
+                for name, (shape, dtype) in sorted(layouts.items())
+            }
+        if not keys:
+            raise ValueError("EmbeddingCollector.compute: no clips were collected")
+        text, text_to_audio = local.pop("text_embeds", None), local.pop("text_to_audio", None)
+        audio = local.pop("audio_embeds")
+        return _deduplicate(keys, audio, text, text_to_audio, local)
+
+    def _local_tensors(self) -> dict[str, torch.Tensor]:
+        """This rank's rows: audio_embeds, text_embeds, text_to_audio (global on this rank), fields."""
+        if not self._keys:
+            return {}
+        tensors = {"audio_embeds": torch.cat(self._audio)}
+        if self._text:
+            tensors["text_embeds"] = torch.cat(self._text)
+            tensors["text_to_audio"] = torch.cat(self._text_to_audio)
+        tensors.update({name: torch.cat(values) for name, values in self._fields.items()})
+        return tensors
+
+
+def _deduplicate(keys, audio, text, text_to_audio, fields) -> EmbeddingSet:
+    """Keep the first row of each key, drop captions of dropped rows, sort rows by key."""
+    first_row = {}
+    for row, key in enumerate(keys):
+        first_row.setdefault(key, row)
+    kept_keys = sorted(first_row)
+    kept_rows = torch.tensor([first_row[k] for k in kept_keys], dtype=torch.long)
+    new_index = torch.full((len(keys),), -1, dtype=torch.long)
+    new_index[kept_rows] = torch.arange(len(kept_rows))
+    result = EmbeddingSet(
+        audio_embeds=audio[kept_rows],
+        keys=kept_keys,
+        clip_fields={name: value[kept_rows] for name, value in fields.items()},
+    )
+    if text is not None:
+        mapped = new_index[text_to_audio]  # (Nt,) -1 for captions of dropped duplicate rows
+        keep = mapped >= 0
+        order = torch.argsort(mapped[keep], stable=True)  # captions grouped in clip (key) order
+        result.text_embeds = text[keep][order]
+        result.text_to_audio = mapped[keep][order]
+    return result
