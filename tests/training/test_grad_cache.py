@@ -80,6 +80,23 @@ def test_dropout_in_train_mode_is_exact():
     assert torch.equal(torch.get_rng_state(), expected_rng)  # the RNG stream continues as after one pass
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dropout_on_cuda_is_exact():
+    audio, text = (x.cuda() for x in make_inputs(6))
+    chunks = _chunks(audio, text, 3)
+    model, loss_fn = make_model(dropout=0.5).cuda(), ClipLoss()
+    torch.manual_seed(123)
+    expected_loss = _reference_step(model, loss_fn, chunks)
+    expected = gradients(model, loss_fn)
+
+    model = make_model(dropout=0.5).cuda()
+    torch.manual_seed(123)
+    loss = _cached_step(model, loss_fn, chunks)
+    assert loss.item() == pytest.approx(expected_loss.item(), abs=TOLERANCE)
+    _assert_same_gradients(gradients(model, loss_fn), expected)
+
+
 def test_backward_and_no_sync_hooks_are_called_per_chunk():
     audio, text = make_inputs(8)
     model = make_model()
