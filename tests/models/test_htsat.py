@@ -7,7 +7,8 @@ from transformers import ClapAudioConfig, ClapAudioModel
 from clap_train.checkpoints.hf_audio import hf_audio_to_htsat, htsat_to_hf_audio
 from clap_train.models.audio.htsat import HTSATEncoder, shift_mask, spec_augment
 
-SMALL = dict(embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4, spec_size=64, num_mel_bins=16)
+SMALL = {"embed_dim": 16, "depths": (2, 2, 2), "num_heads": (1, 2, 4), "window_size": 4, "spec_size": 64,
+         "num_mel_bins": 16}
 SMALL_FRAMES = 250  # stretched to spec_size * freq_ratio = 256 frames, like 1001 -> 1024
 LONGER_MIXES = {"none": [False, False, False], "some": [True, False, True], "all": [True, True, True]}
 
@@ -77,7 +78,8 @@ def test_fusion_changes_only_longer_rows():
     _, ours = _converted_pair(SMALL, enable_fusion=True)
     features = _log_mel(3, 4, SMALL_FRAMES, 16)
     with torch.no_grad():
-        plain, mixed = ours(features, torch.tensor(LONGER_MIXES["none"])), ours(features, torch.tensor(LONGER_MIXES["some"]))
+        plain = ours(features, torch.tensor(LONGER_MIXES["none"]))
+        mixed = ours(features, torch.tensor(LONGER_MIXES["some"]))
     assert torch.equal(plain[1], mixed[1])
     assert (plain[0] - mixed[0]).abs().max() > 1e-3
 
@@ -126,7 +128,7 @@ def test_gradients_reach_every_parameter():
 
 def test_drop_path_and_spec_augment_only_in_training():
     features = _log_mel(2, 1, SMALL_FRAMES, 16)
-    for kwargs in (dict(drop_path_rate=0.5), dict(spec_augment=True)):
+    for kwargs in ({"drop_path_rate": 0.5}, {"spec_augment": True}):
         model = HTSATEncoder(**SMALL, **kwargs)
         torch.manual_seed(0)
         with torch.no_grad():
@@ -171,16 +173,16 @@ def test_activation_checkpointing_gives_same_gradients():
 @pytest.mark.parametrize(
     "overrides, bad",
     [
-        (dict(embed_dim=0), "embed_dim"),
-        (dict(depths=()), "depths"),
-        (dict(num_heads=(1, 2)), "num_heads"),
-        (dict(num_heads=(3, 2, 4)), "num_heads"),
-        (dict(spec_size=60), "spec_size"),
-        (dict(patch_size=3), "patch_size"),
-        (dict(depths=(1, 1, 1, 1, 1, 1), num_heads=(1,) * 6), "spec_size / patch_size"),
-        (dict(window_size=3), "window_size"),
-        (dict(mlp_ratio=0.0), "mlp_ratio"),
-        (dict(drop_path_rate=1.0), "drop_path_rate"),
+        ({"embed_dim": 0}, "embed_dim"),
+        ({"depths": ()}, "depths"),
+        ({"num_heads": (1, 2)}, "num_heads"),
+        ({"num_heads": (3, 2, 4)}, "num_heads"),
+        ({"spec_size": 60}, "spec_size"),
+        ({"patch_size": 3}, "patch_size"),
+        ({"depths": (1, 1, 1, 1, 1, 1), "num_heads": (1,) * 6}, "spec_size / patch_size"),
+        ({"window_size": 3}, "window_size"),
+        ({"mlp_ratio": 0.0}, "mlp_ratio"),
+        ({"drop_path_rate": 1.0}, "drop_path_rate"),
     ],
 )
 def test_bad_constructor_arguments_raise(overrides, bad):
