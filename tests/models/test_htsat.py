@@ -119,6 +119,22 @@ def test_shapes_blocks_and_shift_masks():
     assert (mask[0] == 0).all() and set(mask[3].unique().tolist()) == {-100.0, 0.0}
 
 
+@pytest.mark.parametrize(
+    "kwargs, frames, windows",
+    [
+        ({"depths": (1, 1), "num_heads": (1, 2), "spec_size": 64, "num_mel_bins": 32}, 100, [8, 8]),
+        # 8x8 then 4x4 grids with window 8: the second stage shrinks its window to the grid (LAION rule)
+        ({"depths": (1, 2), "num_heads": (1, 2), "spec_size": 32, "num_mel_bins": 8}, 60, [8, 4, 4]),
+    ],
+)
+def test_other_debug_geometries_run_forward_and_backward(kwargs, frames, windows):
+    model = HTSATEncoder(embed_dim=16, enable_fusion=True, **kwargs).train()
+    out = model(_log_mel(2, 4, frames, kwargs["num_mel_bins"]), torch.tensor([True, False]))
+    out.sum().backward()
+    assert out.shape == (2, 16 * 2 ** (len(kwargs["depths"]) - 1))
+    assert [block.attn.window for block in model.blocks()] == windows
+
+
 def test_gradients_reach_every_parameter():
     model = HTSATEncoder(enable_fusion=True, **SMALL).train()
     model(_log_mel(2, 4, SMALL_FRAMES, 16), torch.tensor([True, True])).square().sum().backward()
