@@ -1,44 +1,84 @@
-"""Pure waveform crop/pad helpers (LAION-CLAP's truncation and padding modes)."""
+"""Pure waveform helpers for CLAP preprocessing (CLAP_SPEC §2.3, §2.5): crop / pad to a fixed window.
+
+All functions take a mono 1-D waveform (numpy array or torch tensor), leave it untouched, and
+return a new float32 torch tensor. Randomness comes only from the `rng` argument.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-TRUNCATIONS = ("rand_trunc", "fusion")
+TRUNCATIONS = ("rand_trunc", "head")
 PADDINGS = ("repeatpad", "repeat", "pad")
 
 
-def crop_or_pad(
-    wave: np.ndarray, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
-    rng: np.random.Generator | None = None,
-) -> tuple[np.ndarray, bool]:
-    """Bring a 1-D waveform to exactly `clip_samples` samples.
+def as_mono_tensor(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """1-D float32 tensor view/copy of `wave`. Raises ValueError if `wave` is not 1-D or is empty."""
+    tensor = torch.as_tensor(wave, dtype=torch.float32)
+    if tensor.dim() != 1 or tensor.numel() == 0:
+        raise ValueError(f"wave must be a non-empty 1-D mono waveform, got shape {tuple(tensor.shape)}")
+    return tensor
 
-    Longer clips are cropped at a uniform random start (`rand_trunc`); shorter ones are padded:
-    `repeatpad` tiles floor(clip/L) copies then zero-pads, `repeat` tiles and cuts, `pad` zero-pads.
-    Returns (wave (clip_samples,) float32, is_longer).
-    Raises ValueError on an empty waveform or an unknown mode.
+
+def pad_to_length(wave: torch.Tensor, length: int, padding: str) -> torch.Tensor:
+    """Lengthen a clip of L <= length samples to exactly `length` (CLAP_SPEC §2.3):
+    "repeatpad": tile floor(length / L) times, then zero-pad on the right (LAION / HF default);
+    "repeat": tile floor(length / L) + 1 times, cut to length; "pad": zero-pad on the right.
+
+    Raises:
+        ValueError: unknown `padding`, or the clip is longer than `length`.
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    num_samples = wave.shape[0]
+    if num_samples > length:
+        raise ValueError(f"clip of {num_samples} samples is longer than {length}")
+    if padding == "repeat":
+        wave = wave.repeat(length // num_samples + 1)[:length]
+    elif padding == "repeatpad":
+        wave = wave.repeat(length // num_samples)
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[0]))
+
+
+def crop_or_pad(
+    wave: np.ndarray | torch.Tensor,
+    clip_samples: int,
+    truncation: str = "rand_trunc",
+    padding: str = "repeatpad",
+    rng: np.random.Generator | None = None,
+) -> tuple[torch.Tensor, bool]:
+    """Fit a mono clip to exactly `clip_samples` samples, for the unfused model.
+
+    Args:
+        wave: (L,) waveform.
+        clip_samples: window length (480000 = 10 s at 48 kHz).
+        truncation: for L > clip_samples, "rand_trunc" takes a window at a start drawn uniformly from
+            [0, L - clip_samples] with `rng.integers` (LAION / HF), "head" takes the first window
+            (deterministic, for evaluation).
+        padding: for L < clip_samples, see `pad_to_length`.
+        rng: NumPy Generator for "rand_trunc" (a fresh unseeded one if None).
+    Returns:
+        (clip_samples,) float32 tensor and `is_longer` (L > clip_samples).
+    Raises:
+        ValueError: unknown `truncation` / `padding`, non-positive `clip_samples`, or a non-1-D `wave`.
     """
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    length = len(wave)
-    if length == 0:
-        raise ValueError("empty waveform")
-    if length > clip_samples:
-        rng = rng or np.random.default_rng()
-        start = int(rng.integers(0, length - clip_samples + 1))
-        return wave[start:start + clip_samples].astype(np.float32), True
-    if length < clip_samples:
-        if padding == "repeatpad":
-            wave = np.tile(wave, clip_samples // length)
-        elif padding == "repeat":
-            wave = np.tile(wave, clip_samples // length + 1)[:clip_samples]
-        wave = np.pad(wave, (0, clip_samples - len(wave)))
-    return wave.astype(np.float32), False
+    if clip_samples < 1:
+        raise ValueError(f"clip_samples must be >= 1, got {clip_samples}")
+    tensor = as_mono_tensor(wave)
+    overflow = tensor.shape[0] - clip_samples
+    if overflow <= 0:
+        return pad_to_length(tensor, clip_samples, padding), False
+    start = 0
+    if truncation == "rand_trunc":
+        start = int((rng if rng is not None else np.random.default_rng()).integers(0, overflow + 1))
+    return tensor[start:start + clip_samples].clone(), True
 
 
-def int16_round_trip(wave: np.ndarray) -> np.ndarray:
-    """LAION quantises every training waveform: clip to [-1, 1], *32767, truncate to int16, /32767."""
-    return (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+def int16_roundtrip(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """LAION's waveform quantisation (CLAP_SPEC §2.5): clip to [-1, 1], scale by 32767, truncate toward
+    zero to int16, divide by 32767. HF skips it; LAION applied it in training and its inference hook."""
+    tensor = as_mono_tensor(wave)
+    return (tensor.clamp(-1.0, 1.0) * 32767.0).to(torch.int16).to(torch.float32) / 32767.0

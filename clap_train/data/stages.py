@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from clap_train.data.audio_ops import crop_or_pad, int16_round_trip
+from clap_train.data.audio_ops import crop_or_pad, int16_roundtrip
 from clap_train.data.tokenizer import CaptionTokenizer
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class CropPad:
         else:
             self._rng = self._rng or np.random.default_rng()
             rng = self._rng
-        wave = int16_round_trip(sample["wave"]) if self.int16 else sample["wave"]
+        wave = int16_roundtrip(sample["wave"]) if self.int16 else sample["wave"]
         sample["wave"], sample["is_longer"] = crop_or_pad(wave, self.clip_samples, self.truncation, self.padding, rng)
         return sample
 
@@ -158,7 +158,7 @@ class Collate:
             texts += sample["texts"]
             text_to_audio += [i] * len(sample["texts"])
         batch = self.tokenizer(texts)
-        batch["waveform"] = torch.from_numpy(np.stack([s["wave"] for s in samples]))  # (B, clip_samples)
+        batch["waveform"] = torch.stack([s["wave"] for s in samples])  # (B, clip_samples)
         batch["is_longer"] = torch.tensor([s["is_longer"] for s in samples], dtype=torch.bool)
         batch["text_to_audio"] = torch.tensor(text_to_audio, dtype=torch.long)
         batch["key"] = [s["key"] for s in samples]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from clap_train.distributed.gather import world_info
+from clap_train.distributed.gather import gather_variable_rows, world_info
 
 
 @dataclass
@@ -31,26 +31,10 @@ class EmbeddingSet:
     clip_fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def gather_variable_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` (B_r, ...) from every rank along dim 0, where B_r may differ per rank.
-
-    Trailing dims and dtype must agree across ranks. Each rank pads to the largest B_r, all_gathers,
-    and the padding is cut away again. No gradient. The collective runs on the current CUDA device
-    under NCCL and on the CPU otherwise; the result is on the CPU. Returns `x` outside a process group.
-    """
-    _, world_size = world_info()
-    if world_size == 1:
-        return x
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    local = x.detach().to(device)
-    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
-    dist.all_gather(sizes, torch.tensor([local.shape[0]], dtype=torch.long, device=device))
-    sizes = [int(s.item()) for s in sizes]
-    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=device)
-    padded[: local.shape[0]] = local
-    chunks = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(chunks, padded)
-    return torch.cat([chunk[:size] for chunk, size in zip(chunks, sizes)]).cpu()
+def _gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """`gather_variable_rows` on the backend's device (NCCL needs CUDA tensors); result on the CPU."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
+    return gather_variable_rows(x.to(device)).cpu()
 
 
 def _all_gather_objects(item) -> list:
@@ -145,7 +129,7 @@ class EmbeddingCollector:
             if "text_to_audio" in local:
                 local["text_to_audio"] = local["text_to_audio"] + clip_offset  # rows of the all-rank audio
             local = {
-                name: gather_variable_rows(local.get(name, torch.zeros((0, *shape), dtype=dtype)))
+                name: _gather_rows(local.get(name, torch.zeros((0, *shape), dtype=dtype)))
                 for name, (shape, dtype) in sorted(layouts.items())
             }
         if not keys:

@@ -61,15 +61,15 @@ class CLAPModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         embeds = self.model(batch)
-        self.collectors[dataloader_idx].update(embeds["audio_embeds"], embeds["text_embeds"],
-                                               batch["text_to_audio"], batch["key"])
+        self.collectors[dataloader_idx].update(embeds["audio_embeds"], batch["key"], embeds["text_embeds"],
+                                               batch["text_to_audio"])
 
     def on_validation_epoch_end(self) -> None:
         for name, collector in zip(self.val_names, self.collectors):
-            audio, text, text_to_audio, _ = collector.compute()
+            embeddings = collector.compute()
             collector.reset()
-            metrics = retrieval_metrics(audio, text, text_to_audio)
-            metrics["num_clips"] = float(len(audio))
+            metrics = retrieval_metrics(embeddings.audio_embeds, embeddings.text_embeds, embeddings.text_to_audio)
+            metrics["num_clips"] = float(len(embeddings.keys))
             # identical on every rank after the gather: no further sync needed
             self.log_dict({f"val/{name}/{k}": v for k, v in metrics.items()}, sync_dist=False)
 
