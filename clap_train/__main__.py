@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
@@ -11,7 +10,6 @@ from omegaconf import DictConfig
 
 from clap_train.training.run import train
 
-log = logging.getLogger("clap_train")
 # Errors a user fixes in their config or paths: report them in one line instead of a stack trace.
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException)
 
@@ -21,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except USER_ERRORS as exc:
-        log.error("clap_train: %s: %s", type(exc).__name__, exc)
+        print(f"clap_train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(2)
 
 

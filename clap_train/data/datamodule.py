@@ -81,9 +81,12 @@ class CLAPDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Check every path up front so a bad one fails at start-up, naming the config field."""
-        self.tokenizer = CaptionTokenizer(self.tokenizer_path, self.max_text_length)
         self.train_urls = [expand_shards(p, "data.train_shards") for p in self.train_sources]
         self.val_urls = {name: expand_shards(p, f"data.val_shards.{name}") for name, p in self.val_shards.items()}
+        try:
+            self.tokenizer = CaptionTokenizer(self.tokenizer_path, self.max_text_length)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"data.tokenizer: {exc}") from None
         if self.epoch_samples is None:
             self.epoch_samples = sum(count_samples(urls) for urls in self.train_urls)
 
