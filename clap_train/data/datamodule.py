@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from clap_train.data.pipeline import (
-    batches_per_worker, build_eval_dataset, build_train_dataset, count_samples, expand_shards,
+    batches_per_worker,
+    build_eval_dataset,
+    build_train_dataset,
+    count_samples,
+    expand_shards,
 )
 from clap_train.data.stages import ChooseCaption, Collate, CropPad, DecodeSample, SkipCounter
 from clap_train.data.tokenizer import CaptionTokenizer

@@ -7,8 +7,8 @@ towers and tests `train_bpe_tokenizer` builds one with RoBERTa's special-token i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
