@@ -1,0 +1,82 @@
+"""RoBERTa text tower against transformers' RobertaModel; CNN14 and CLAPModel contracts."""
+
+import pytest
+import torch
+
+from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.models.audio.pann import Cnn14Encoder
+from clap_train.models.clap import CLAPModel
+from clap_train.models.text.roberta import RobertaEncoder
+
+_HF_RENAMES = (
+    ("embeddings.LayerNorm", "embeddings.layer_norm"), ("encoder.layer.", "layers."), ("pooler.dense", "pooler"),
+    ("attention.self.query", "query"), ("attention.self.key", "key"), ("attention.self.value", "value"),
+    ("attention.output.dense", "attn_out"), ("attention.output.LayerNorm", "attn_norm"),
+    ("intermediate.dense", "ffn_in"), ("output.dense", "ffn_out"), ("output.LayerNorm", "ffn_norm"),
+)
+
+
+def _from_hf(state_dict):
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith(("position_ids", "token_type_ids")):
+            continue
+        for old, new in _HF_RENAMES:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-12])
+def test_roberta_matches_transformers(eps):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=64, max_position_embeddings=40, layer_norm_eps=eps,
+                                        type_vocab_size=1)
+    torch.manual_seed(0)
+    reference = transformers.RobertaModel(config).eval()
+    ours = RobertaEncoder(300, 32, 2, 4, 64, 40, layer_norm_eps=eps).eval()
+    ours.load_state_dict(_from_hf(reference.state_dict()))
+    input_ids = torch.randint(3, 300, (3, 12))
+    input_ids[:, 0] = 0
+    attention_mask = torch.ones_like(input_ids)
+    input_ids[1, 7:], attention_mask[1, 7:] = 1, 0  # a padded row
+    expected = reference(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    torch.testing.assert_close(ours(input_ids, attention_mask), expected, atol=1e-5, rtol=0)
+
+
+def test_roberta_padding_does_not_change_pooled_output():
+    torch.manual_seed(0)
+    model = RobertaEncoder(100, 16, 1, 2, 32, 30).eval()
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    padded = torch.tensor([[0, 5, 6, 7, 2, 1, 1, 1]])
+    out = model(ids, torch.ones_like(ids))
+    out_padded = model(padded, (padded != 1).long())
+    torch.testing.assert_close(out, out_padded, atol=1e-6, rtol=0)
+
+
+def test_bad_constructor_arguments_name_themselves():
+    with pytest.raises(ValueError, match="num_heads"):
+        RobertaEncoder(100, 30, 1, 4)
+    with pytest.raises(ValueError, match="channels"):
+        Cnn14Encoder(channels=(8,))
+    with pytest.raises(ValueError, match="mel_scale"):
+        LogMelFrontend(mel_scale="bark")
+
+
+def test_clap_model_embeds_and_trains():
+    torch.manual_seed(0)
+    model = CLAPModel(Cnn14Encoder((4, 8), num_mel_bins=16), RobertaEncoder(50, 16, 1, 2, 32, 20),
+                      LogMelFrontend(8000, 256, 128, 16, 20, 4000), embed_dim=8)
+    batch = {"waveform": torch.randn(3, 4000), "input_ids": torch.randint(3, 50, (3, 6)),
+             "attention_mask": torch.ones(3, 6, dtype=torch.long)}
+    out = model(batch)
+    assert out["audio_embeds"].shape == out["text_embeds"].shape == (3, 8)
+    torch.testing.assert_close(out["audio_embeds"].norm(dim=-1), torch.ones(3))
+    (out["audio_embeds"] @ out["text_embeds"].T).trace().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "logit_scale" not in n)
+    assert model.logit_scale_a.shape == (1,)  # 1-D so FSDP can shard it
+    with torch.no_grad():
+        model.logit_scale_a.fill_(10.0)
+    model.clamp_logit_scales()
+    assert model.logit_scale_a.exp().item() == pytest.approx(100.0)
