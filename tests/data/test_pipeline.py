@@ -10,7 +10,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from clap_train.data.pipeline import (
-    MixSources, ReseedingLoader, TrainStream, batches_per_worker, build_eval_dataset, count_samples, expand_shards,
+    MixSources,
+    ReseedingLoader,
+    TrainStream,
+    batches_per_worker,
+    build_eval_dataset,
+    count_samples,
+    expand_shards,
 )
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer
