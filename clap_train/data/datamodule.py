@@ -1,4 +1,4 @@
-"""LightningDataModule wiring shard sources, stages and loaders together."""
+"""LightningDataModule wiring shard sources, stages and loaders together (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,44 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from clap_train.data.pipeline import (
+    ReseedingLoader,
+    TrainStream,
     batches_per_worker,
     build_eval_dataset,
-    build_train_dataset,
     count_samples,
+    derive_seed,
     expand_shards,
 )
-from clap_train.data.stages import ChooseCaption, Collate, CropPad, DecodeSample, SkipCounter
+from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer
 
 log = logging.getLogger(__name__)
 
 
 class CLAPDataModule(L.LightningDataModule):
-    """Audio-caption shards -> batches (docs/ARCHITECTURE.md).
+    """Audio-caption shards -> batches (keys in docs/ARCHITECTURE.md).
 
     Args:
-        train_shards: shard pattern (brace notation) or list of patterns mixed with `train_weights`.
+        train_shards: shard pattern (brace notation or glob) or list of patterns mixed with `train_weights`.
         val_shards: {set name: shard pattern} evaluated as `val/<name>/...`.
         tokenizer: path to tokenizer.json (or its directory).
         sample_rate, clip_samples: the model's audio rate and window.
-        truncation, padding: see `audio_ops.crop_or_pad`. int16: LAION's int16 round trip.
-        batch_size: per-device batch. epoch_samples: samples per epoch (all ranks); None reads sizes.json.
-        augmented_caption_prob: probability of training on a keyword-to-caption caption.
+        truncation: "rand_trunc" / "head" (batch key `waveform`, log-mel on the training device) or
+            "fusion" (batch key `features` (B, 4, T, F) built in the workers with `fusion_frontend`).
+        padding: "repeatpad", "repeat" or "pad". int16: LAION's int16 round trip.
+        batch_size: per-device batch. epoch_samples: samples per epoch over all ranks; None sums
+            the sizes.json entries of the training shards.
+        train_weights: sampling weight of each training source (None: equal).
+        caption_probs: training caption pool weights, {"original", "augmented", "all"} -> weight.
+        fusion_frontend: LogMelFrontend arguments for the fusion path (n_fft, hop_length, n_mels,
+            f_min, f_max, mel_scale "htk", norm None); its sample rate is `sample_rate`.
+        seed: base seed; each epoch's stream seed mixes it with the epoch and the global step, so
+            every epoch has a new order and a resumed run does not replay the batches it has seen.
         prepare: optional callable run once on rank 0 before anything is read (builds demo data).
         multiprocessing_context: start method of data workers; "forkserver"/"spawn" avoid
             deadlocks of audio libraries in forked workers.
+    Raises:
+        ValueError naming the bad argument.
     """
 
     def __init__(
@@ -52,7 +64,8 @@ class CLAPDataModule(L.LightningDataModule):
         truncation: str = "rand_trunc",
         padding: str = "repeatpad",
         int16: bool = False,
-        augmented_caption_prob: float = 0.0,
+        caption_probs: dict[str, float] | None = None,
+        fusion_frontend: dict | None = None,
         max_text_length: int = 77,
         shuffle_buffer: int = 1000,
         seed: int = 0,
@@ -64,6 +77,10 @@ class CLAPDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if clip_samples < 1:
             raise ValueError(f"data.clip_samples must be >= 1, got {clip_samples}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if epoch_samples is not None and epoch_samples < 1:
+            raise ValueError(f"data.epoch_samples must be >= 1 or null, got {epoch_samples}")
         self.train_sources = [train_shards] if isinstance(train_shards, str) else list(train_shards)
         if train_weights is not None and len(train_weights) != len(self.train_sources):
             raise ValueError(f"data.train_weights has {len(train_weights)} entries for {len(self.train_sources)} sources")
@@ -71,13 +88,17 @@ class CLAPDataModule(L.LightningDataModule):
         self.tokenizer_path = tokenizer
         self.sample_rate, self.clip_samples = sample_rate, clip_samples
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
-        self.num_workers, self.epoch_samples, self.train_weights = num_workers, epoch_samples, train_weights
-        self.truncation, self.padding, self.int16 = truncation, padding, int16
-        self.augmented_caption_prob, self.max_text_length = augmented_caption_prob, max_text_length
-        self.shuffle_buffer, self.seed = shuffle_buffer, seed
+        self.num_workers, self.epoch_samples = num_workers, epoch_samples
+        self.train_weights = list(train_weights) if train_weights is not None else None
+        self.caption_probs = dict(caption_probs) if caption_probs is not None else None
+        self.fusion_frontend = dict(fusion_frontend) if fusion_frontend is not None else None
+        self.stage_args = {"sample_rate": sample_rate, "clip_samples": clip_samples, "truncation": truncation,
+                               "padding": padding, "int16": int16, "caption_probs": self.caption_probs,
+                               "fusion_frontend": self.fusion_frontend}
+        sample_stages(**self.stage_args)  # validates truncation, padding, caption_probs, fusion_frontend now
+        self.max_text_length, self.shuffle_buffer, self.seed = max_text_length, shuffle_buffer, seed
         self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None
         self.prepare = prepare
-        self.start_step = 0  # set by a resumed run so the stream does not replay seen samples
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -99,42 +120,45 @@ class CLAPDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _stages(self, train: bool):
-        skip = SkipCounter()
-        decode = DecodeSample(self.sample_rate)
-        crop = CropPad(self.clip_samples, self.truncation, self.padding, self.int16, deterministic=not train)
-        caption = ChooseCaption(self.augmented_caption_prob if train else 0.0, keep_all=not train)
-        return decode, crop, caption, Collate(self.tokenizer, skip), skip
+    def train_seed(self) -> int:
+        """The stream seed of the coming epoch: (seed, epoch, global step) mixed, so each epoch and
+        each resume point (a restored global step) starts a fresh order."""
+        trainer = self.trainer
+        epoch, step = (trainer.current_epoch, trainer.global_step) if trainer is not None else (0, 0)
+        return derive_seed(self.seed, epoch, step)
 
-    def _loader(self, dataset, num_workers: int) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=None, num_workers=num_workers, pin_memory=False,
-            multiprocessing_context=self.multiprocessing_context if num_workers > 0 else None,
-            persistent_workers=False,
-        )
+    @property
+    def batches_per_rank(self) -> int:
+        """Training batches every rank yields per epoch (equal on all ranks)."""
+        _, world = self._rank_world
+        workers = max(self.num_workers, 1)
+        return workers * batches_per_worker(self.epoch_samples, self.batch_size, world, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        # a fresh seed per epoch and per resume point: new order each epoch, no replay after a restart
-        seed = self.seed + 1_000_003 * epoch + self.start_step
-        decode, crop, caption, collate, skip = self._stages(train=True)
-        per_worker = batches_per_worker(self.epoch_samples, self.batch_size, world, self.num_workers)
-        dataset = build_train_dataset(
-            self.train_urls, self.train_weights, decode, crop, caption, collate, skip, self.batch_size,
-            per_worker, self.shuffle_buffer, seed, rank,
+        skip = SkipCounter()
+        stream = TrainStream(
+            self.train_urls, self.train_weights, sample_stages(**self.stage_args, train=True),
+            Collate(self.tokenizer, skip), skip, self.batch_size,
+            batches_per_worker(self.epoch_samples, self.batch_size, world, self.num_workers), self.shuffle_buffer,
+            rank, self.train_seed(),
         )
-        return self._loader(dataset, self.num_workers)
+        return ReseedingLoader(stream, self.train_seed, num_workers=self.num_workers,
+                               multiprocessing_context=self.multiprocessing_context)
 
     def val_dataloader(self) -> list[DataLoader]:
         rank, world = self._rank_world
         loaders = []
         for name, urls in self.val_urls.items():
+            # fewer workers rather than an error when a small set has few shards; < 1 shard per rank raises
             workers = min(self.num_workers, len(urls) // world)
-            decode, crop, caption, collate, skip = self._stages(train=False)
-            dataset = build_eval_dataset(urls, decode, crop, caption, collate, skip, self.val_batch_size, rank, world,
-                                         workers, f"data.val_shards.{name}")
-            loaders.append(self._loader(dataset, workers))
+            if workers < self.num_workers:
+                log.info("val set %s: %d shards over %d ranks -> %d workers", name, len(urls), world, workers)
+            skip = SkipCounter()
+            dataset = build_eval_dataset(urls, sample_stages(**self.stage_args, train=False), Collate(self.tokenizer, skip),
+                                         skip, self.val_batch_size, rank, world, workers, f"data.val_shards.{name}")
+            loaders.append(DataLoader(dataset, batch_size=None, num_workers=workers,
+                                      multiprocessing_context=self.multiprocessing_context if workers else None))
         return loaders
 
     @property

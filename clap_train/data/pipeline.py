@@ -1,18 +1,34 @@
-"""WebDataset pipelines: resampled, seeded streams for training; split, finite ones for evaluation."""
+"""WebDataset pipelines: resampled, seeded streams for training; split, finite ones for evaluation.
+
+Training (`TrainStream`): each (rank, worker) draws shards with replacement from every source,
+mixes the sources with their weights, shuffles samples in a buffer and yields exactly
+`batches_per_worker` full batches. All randomness derives from (seed, rank, worker), so a stream
+is reproducible for a seed, differs between seeds, and never hangs whatever the shard count.
+Every rank yields the same number of batches, so DDP never waits on a rank that ran out.
+
+Evaluation (`build_eval_dataset`): one finite pass, each shard read by exactly one (rank, worker).
+"""
 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
+import logging
 import math
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import braceexpand
+import numpy as np
 import torch
 import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset
 
-from clap_train.data.stages import ChooseCaption, Collate, CropPad, DecodeSample, SkipCounter
+from clap_train.data.stages import Collate, SkipCounter
+
+log = logging.getLogger(__name__)
 
 
 def expand_shards(pattern: str, field: str = "data.shards") -> list[str]:
@@ -34,7 +50,10 @@ def expand_shards(pattern: str, field: str = "data.shards") -> list[str]:
 
 
 def count_samples(urls: list[str]) -> int:
-    """Total samples of `urls` from the `sizes.json` beside them; raise if one is not listed."""
+    """Total samples of `urls` from the `sizes.json` beside them.
+
+    Raises FileNotFoundError when a folder has no sizes.json, KeyError when a shard is not listed.
+    """
     total, sizes_by_dir = 0, {}
     for url in urls:
         folder = Path(url).parent
@@ -50,26 +69,58 @@ def count_samples(urls: list[str]) -> int:
     return total
 
 
-class WorkerSeed:
-    """Distinct seed per (rank, dataloader worker) for ResampledShards."""
+def derive_seed(*words: int) -> int:
+    """A 63-bit seed mixing non-negative integers (numpy SeedSequence: stable across processes)."""
+    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
-    def __init__(self, rank: int):
-        self.rank = rank
 
-    def __call__(self) -> int:
-        info = torch.utils.data.get_worker_info()
-        return self.rank * 1000 + (info.id if info else 0)
+def batches_per_worker(epoch_samples: int, batch_size: int, world_size: int, num_workers: int) -> int:
+    """Equal batch count on every rank: ceil(epoch batches per rank / workers) per worker (at least 1)."""
+    per_rank = max(1, epoch_samples // (batch_size * world_size))
+    return math.ceil(per_rank / max(num_workers, 1))
+
+
+class ResampleShards(IterableDataset):
+    """Endless stream of {'url'} drawn with replacement by a seeded generator."""
+
+    def __init__(self, urls: list[str], seed: int):
+        if not urls:
+            raise ValueError("urls must name at least one shard")
+        self.urls, self.seed = list(urls), seed
+
+    def __iter__(self) -> Iterator[dict]:
+        rng = random.Random(self.seed)
+        while True:
+            yield {"url": rng.choice(self.urls)}
+
+
+class MixSources(IterableDataset):
+    """Endless stream that takes each sample from source i with probability weights[i] / sum(weights).
+
+    Raises ValueError naming `weights` if they do not match the sources or are not positive.
+    """
+
+    def __init__(self, sources: list, weights: list[float] | None, seed: int):
+        weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(sources) or any(w <= 0 for w in weights):
+            raise ValueError(f"weights must be {len(sources)} positive numbers, got {weights}")
+        self.sources, self.weights, self.seed = sources, weights, seed
+
+    def __iter__(self) -> Iterator[dict]:
+        rng = random.Random(self.seed)
+        iterators = [iter(s) for s in self.sources]
+        while True:
+            yield next(iterators[rng.choices(range(len(iterators)), self.weights)[0]])
 
 
 class SeededShuffle:
-    """Sample shuffle buffer seeded by (seed, rank, worker), so runs are reproducible."""
+    """Sample shuffle buffer of `bufsize` with its own seeded generator."""
 
-    def __init__(self, bufsize: int, seed: int, rank: int):
-        self.bufsize, self.seed, self.rank = bufsize, seed, rank
+    def __init__(self, bufsize: int, seed: int):
+        self.bufsize, self.seed = bufsize, seed
 
-    def __call__(self, src):
-        info = torch.utils.data.get_worker_info()
-        rng = random.Random(hash((self.seed, self.rank, info.id if info else 0)))
+    def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
+        rng = random.Random(self.seed)
         buf = []
         for sample in src:
             buf.append(sample)
@@ -77,6 +128,69 @@ class SeededShuffle:
                 yield buf.pop(rng.randrange(len(buf)))
         rng.shuffle(buf)
         yield from buf
+
+
+class TrainStream(IterableDataset):
+    """Training batches of one rank: in each dataloader worker, `batches_per_worker` full batches.
+
+    Args:
+        sources: shard URL lists, one per source. weights: sampling weight per source (None: equal).
+        stages: per-sample stages (`stages.sample_stages`); stages with `set_seed` are reseeded per worker.
+        collate: builds the batch. skip: the exception handler counting bad samples.
+        batch_size, batches_per_worker, shuffle_buffer: stream geometry.
+        rank: this process's rank, fixed at construction (spawned workers cannot ask torch.distributed).
+        seed: base seed; `set_seed` changes it (the datamodule does so before every epoch).
+    """
+
+    def __init__(self, sources: list[list[str]], weights: list[float] | None, stages: list, collate: Collate,
+                 skip: SkipCounter, batch_size: int, batches_per_worker: int, shuffle_buffer: int, rank: int,
+                 seed: int = 0):
+        super().__init__()
+        if batch_size < 1 or batches_per_worker < 1:
+            raise ValueError(f"batch_size and batches_per_worker must be >= 1, got {batch_size}, {batches_per_worker}")
+        MixSources(sources, weights, 0)  # validates weights
+        self.sources, self.weights, self.stages = [list(s) for s in sources], weights, stages
+        self.collate, self.skip = collate, skip
+        self.batch_size, self.batches_per_worker, self.shuffle_buffer = batch_size, batches_per_worker, shuffle_buffer
+        self.rank, self.seed = rank, seed
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        base = derive_seed(self.seed, self.rank, worker)
+        for i, stage in enumerate(self.stages):
+            if hasattr(stage, "set_seed"):
+                stage.set_seed(derive_seed(base, 1, i))
+        sources = [
+            wds.DataPipeline(ResampleShards(urls, derive_seed(base, 2, i)), wds.tarfile_to_samples(handler=self.skip))
+            for i, urls in enumerate(self.sources)
+        ]
+        pipeline = wds.DataPipeline(
+            MixSources(sources, self.weights, derive_seed(base, 3)),
+            SeededShuffle(self.shuffle_buffer, derive_seed(base, 4)),
+            *[wds.map(stage, handler=self.skip) for stage in self.stages],
+            wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
+        )
+        return itertools.islice(iter(pipeline), self.batches_per_worker)
+
+
+class ReseedingLoader(DataLoader):
+    """DataLoader that sets its `TrainStream`'s seed from `seed_fn()` each time it is iterated.
+
+    Lightning iterates the training loader once per epoch; with non-persistent workers the stream
+    is pickled into fresh workers after the reseed, so every epoch (and a resumed run) gets its own order.
+    """
+
+    def __init__(self, dataset: TrainStream, seed_fn: Callable[[], int], **kwargs):
+        super().__init__(dataset, batch_size=None, persistent_workers=False, **kwargs)
+        self.seed_fn = seed_fn
+
+    def __iter__(self):
+        self.dataset.set_seed(self.seed_fn())
+        return super().__iter__()
 
 
 class SplitByRank:
@@ -89,40 +203,12 @@ class SplitByRank:
         yield from list(urls)[self.rank::self.world_size]
 
 
-def build_train_dataset(
-    sources: list[str], weights: list[float] | None, decode: DecodeSample, crop: CropPad, caption: ChooseCaption,
-    collate: Collate, skip: SkipCounter, batch_size: int, batches_per_worker: int, shuffle_buffer: int,
-    seed: int, rank: int,
-):
-    """Endless resampled stream cut into `batches_per_worker` full batches per worker.
-
-    Shards are drawn with replacement, seeded by (seed, rank, worker): no hang whatever the
-    shard count, a different order for each seed (the datamodule derives it from the epoch and
-    the step a resumed run starts from).
-    """
-    streams = [
-        wds.DataPipeline(
-            wds.ResampledShards(urls, seed=seed + i, worker_seed=WorkerSeed(rank), deterministic=True),
-            wds.tarfile_to_samples(handler=skip),
-        )
-        for i, urls in enumerate(sources)
-    ]
-    mixed = streams[0] if len(streams) == 1 else wds.RandomMix(streams, probs=weights)
-    return wds.DataPipeline(
-        mixed,
-        SeededShuffle(shuffle_buffer, seed, rank),
-        wds.map(decode, handler=skip),
-        wds.map(crop, handler=skip),
-        wds.map(caption, handler=skip),
-        wds.batched(batch_size, collation_fn=collate, partial=False),
-    ).with_epoch(batches_per_worker)
-
-
 def build_eval_dataset(
-    urls: list[str], decode: DecodeSample, crop: CropPad, caption: ChooseCaption, collate: Collate,
-    skip: SkipCounter, batch_size: int, rank: int, world_size: int, num_workers: int, field: str,
-):
-    """Finite pass over `urls`, each shard read by exactly one (rank, worker): no duplicates.
+    urls: list[str], stages: list, collate: Collate, skip: SkipCounter, batch_size: int, rank: int, world_size: int,
+    num_workers: int, field: str = "data.val_shards",
+) -> wds.DataPipeline:
+    """Finite pass over `urls`, each shard read by exactly one (rank, worker): no duplicates, none lost.
+    The last batch of each worker may be partial; ranks may get different batch counts.
 
     Raises ValueError naming `field` when there are fewer shards than ranks x workers.
     """
@@ -136,14 +222,6 @@ def build_eval_dataset(
         SplitByRank(rank, world_size),
         wds.split_by_worker,
         wds.tarfile_to_samples(handler=skip),
-        wds.map(decode, handler=skip),
-        wds.map(crop, handler=skip),
-        wds.map(caption, handler=skip),
+        *[wds.map(stage, handler=skip) for stage in stages],
         wds.batched(batch_size, collation_fn=collate, partial=True),
     )
-
-
-def batches_per_worker(epoch_samples: int, batch_size: int, world_size: int, num_workers: int) -> int:
-    """Equal batch count on every rank: ceil(epoch batches per rank / workers) per worker."""
-    per_rank = max(1, epoch_samples // (batch_size * world_size))
-    return math.ceil(per_rank / max(num_workers, 1))

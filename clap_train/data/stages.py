@@ -1,7 +1,13 @@
-"""Named, picklable pipeline stages: tar sample -> decoded clip -> cropped clip -> batch.
+"""Named, picklable pipeline stages: tar sample -> decoded clip -> cropped clip (or fusion features) -> batch.
 
-Every stage is a small class (no lambdas: data workers may be spawned). A stage raises on a bad
-sample; the pipeline's `SkipCounter` handler skips it and counts it.
+Every stage is a small class (no lambdas: data workers may be spawned). A stage raises `BadSample`
+on a sample it cannot use; the pipeline's `SkipCounter` handler skips it and counts it. Stages that
+draw random numbers own a generator that the pipeline seeds per (seed, rank, worker) through
+`set_seed`, so a training stream is reproducible for a fixed seed.
+
+Sample dict keys along the way: `key`, `audio` (encoded bytes) and `meta` (parsed json) after
+`DecodeSample` ... `wave` ((C, L) numpy from decode, (L,) float32 tensor after `ToMono`), `rate`,
+`texts`, `augmented_texts`, `tags`, then `is_longer` and, on the fusion path, `features` (4, T, F).
 """
 
 from __future__ import annotations
@@ -19,15 +25,17 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from clap_train.data.audio_ops import crop_or_pad, int16_roundtrip
+from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_roundtrip
+from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.tokenizer import CaptionTokenizer
 
 log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
+CAPTION_SOURCES = ("original", "augmented", "all")
 
 
 class BadSample(ValueError):
-    """A sample that cannot be used (no audio, no caption, silence of length 0, NaN)."""
+    """A sample that cannot be used (undecodable or empty audio, NaN, no json, no caption)."""
 
 
 class SkipCounter:
@@ -42,7 +50,7 @@ class SkipCounter:
         self.total = 0
         self.reasons: Counter = Counter()
         self._untaken = 0
-        self._last_log = 0.0
+        self._last_log = -float("inf")
 
     def __call__(self, exn: Exception) -> bool:
         self.total += 1
@@ -59,19 +67,37 @@ class SkipCounter:
         return count
 
 
-def _mono_float(wave: np.ndarray) -> np.ndarray:
-    return (wave.mean(axis=1) if wave.ndim == 2 else wave).astype(np.float32)
+class _Seeded:
+    """Mixin: a per-stage `random.Random`, reseeded by the pipeline in each worker."""
+
+    _rng: random.Random | None = None
+
+    def set_seed(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
+
+    def numpy_rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.rng().getrandbits(63))
+
+
+def _as_list(value) -> list[str]:
+    values = [value] if isinstance(value, str) else list(value or [])
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
 
 
 class DecodeSample:
-    """Raw tar sample -> {'key', 'wave' (L,) float32 mono at `sample_rate`, 'texts', 'tags'}.
+    """Raw tar sample -> {'key', 'wave' (L, C) float32 numpy, 'rate', 'texts', 'augmented_texts', 'tags'}.
 
-    Captions come from json `text` (str or list); `text_augment_t5` (keyword-to-caption
-    output) is kept under 'augmented_texts'. Raises BadSample naming the key and the problem.
+    Audio is decoded in memory with soundfile (no temporary files); captions come from json `text`
+    (str or list), keyword-to-caption ones from `text_augment_t5`.
+    Raises:
+        BadSample naming the key: no audio or json member, bad json, no caption, undecodable,
+        zero-length or non-finite audio.
     """
-
-    def __init__(self, sample_rate: int):
-        self.sample_rate = sample_rate
 
     def __call__(self, sample: dict) -> dict:
         key = sample.get("__key__", "?")
@@ -80,74 +106,158 @@ class DecodeSample:
             raise BadSample(f"{key}: no audio member ({'/'.join(AUDIO_EXTENSIONS)})")
         if "json" not in sample:
             raise BadSample(f"{key}: no json member")
-        meta = json.loads(sample["json"])
-        texts = meta.get("text")
-        texts = [texts] if isinstance(texts, str) else list(texts or [])
-        texts = [t.strip() for t in texts if isinstance(t, str) and t.strip()]
+        try:
+            meta = json.loads(sample["json"])
+        except (ValueError, UnicodeDecodeError) as error:
+            raise BadSample(f"{key}: unreadable json: {error}") from error
+        texts = _as_list(meta.get("text"))
         if not texts:
             raise BadSample(f"{key}: empty or missing 'text'")
-        wave, rate = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=False)
-        wave = _mono_float(wave)
+        try:
+            wave, rate = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)  # (L, C)
+        except Exception as error:  # libsndfile raises LibsndfileError, RuntimeError, TypeError...
+            raise BadSample(f"{key}: undecodable {ext}: {error}") from error
         if wave.size == 0:
             raise BadSample(f"{key}: zero-length audio")
         if not np.isfinite(wave).all():
             raise BadSample(f"{key}: non-finite audio samples")
-        if rate != self.sample_rate:
-            wave = AF.resample(torch.from_numpy(wave), rate, self.sample_rate).numpy()
-        augmented = meta.get("text_augment_t5") or []
-        augmented = [augmented] if isinstance(augmented, str) else list(augmented)
-        return {"key": key, "wave": wave, "texts": texts, "augmented_texts": augmented,
-                "tags": list(meta.get("tags") or [])}
+        return {"key": key, "wave": wave, "rate": int(rate), "texts": texts,
+                "augmented_texts": _as_list(meta.get("text_augment_t5")), "tags": _as_list(meta.get("tags"))}
 
 
-class CropPad:
-    """Crop/pad 'wave' to `clip_samples` (see `audio_ops.crop_or_pad`), set 'is_longer'.
-
-    `deterministic=True` (evaluation) seeds the crop from the sample key so every run and every
-    rank count sees the same crop; otherwise a per-process RNG is used.
-    """
-
-    def __init__(self, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
-                 int16: bool = False, deterministic: bool = False):
-        self.clip_samples, self.truncation, self.padding = clip_samples, truncation, padding
-        self.int16, self.deterministic = int16, deterministic
-        self._rng = None
+class ToMono:
+    """'wave' (L, C) numpy -> (L,) float32 tensor, the mean of the channels."""
 
     def __call__(self, sample: dict) -> dict:
-        if self.deterministic:
-            rng = np.random.default_rng(zlib.crc32(sample["key"].encode()))
-        else:
-            self._rng = self._rng or np.random.default_rng()
-            rng = self._rng
-        wave = int16_roundtrip(sample["wave"]) if self.int16 else sample["wave"]
-        sample["wave"], sample["is_longer"] = crop_or_pad(wave, self.clip_samples, self.truncation, self.padding, rng)
+        wave = torch.from_numpy(np.ascontiguousarray(sample["wave"]))
+        sample["wave"] = wave.mean(dim=1) if wave.dim() == 2 else wave  # (L,)
         return sample
 
 
-class ChooseCaption:
-    """Training: keep one caption per clip. With probability `augmented_prob` it is drawn from
-    the keyword-to-caption captions (when the clip has any), else from the original ones.
-    Evaluation (`keep_all=True`): keep every original caption (multi-caption protocol)."""
+class Resample:
+    """'wave' (L,) at sample['rate'] -> (L',) at `sample_rate` (torchaudio's windowed-sinc resampler)."""
 
-    def __init__(self, augmented_prob: float = 0.0, keep_all: bool = False):
-        if not 0.0 <= augmented_prob <= 1.0:
-            raise ValueError(f"augmented_prob must be in [0, 1], got {augmented_prob}")
-        self.augmented_prob, self.keep_all = augmented_prob, keep_all
-        self._rng = None
+    def __init__(self, sample_rate: int):
+        if sample_rate < 1:
+            raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
+        self.sample_rate = sample_rate
+
+    def __call__(self, sample: dict) -> dict:
+        if sample["rate"] != self.sample_rate:
+            sample["wave"] = AF.resample(sample["wave"], sample["rate"], self.sample_rate)
+            sample["rate"] = self.sample_rate
+        if sample["wave"].numel() == 0:
+            raise BadSample(f"{sample['key']}: zero-length audio after resampling")
+        return sample
+
+
+class Int16RoundTrip:
+    """LAION's int16 quantisation of 'wave' (see `audio_ops.int16_roundtrip`)."""
+
+    def __call__(self, sample: dict) -> dict:
+        sample["wave"] = int16_roundtrip(sample["wave"])
+        return sample
+
+
+def _key_rng(key: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(key.encode()))
+
+
+class CropPad(_Seeded):
+    """Crop/pad 'wave' to `clip_samples` (see `audio_ops.crop_or_pad`), set 'is_longer'.
+
+    `deterministic=True` (evaluation) seeds the crop from the sample key, so every run and every
+    rank count sees the same crop; otherwise the stage's seeded generator draws it.
+    Raises ValueError naming `truncation` unless it is "rand_trunc" or "head".
+    """
+
+    def __init__(self, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
+                 deterministic: bool = False):
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {TRUNCATIONS} here, got {truncation!r}")
+        self.clip_samples, self.truncation, self.padding = clip_samples, truncation, padding
+        self.deterministic = deterministic
+
+    def __call__(self, sample: dict) -> dict:
+        rng = _key_rng(sample["key"]) if self.deterministic else self.numpy_rng()
+        sample["wave"], sample["is_longer"] = crop_or_pad(sample["wave"], self.clip_samples, self.truncation,
+                                                          self.padding, rng)
+        return sample
+
+
+class FusionFeatures(_Seeded):
+    """'wave' -> 'features' (4, clip_samples // hop + 1, n_mels) and 'is_longer' for fused models
+    (`fusion_features.build_fusion_features`); the waveform is dropped to keep worker IPC small.
+
+    Args:
+        frontend: keyword arguments of `LogMelFrontend` (n_fft, hop_length, n_mels, f_min, f_max,
+            mel_scale, norm); fused checkpoints use mel_scale "htk", norm None. The front end is built
+            lazily in each worker, so the stage pickles as plain arguments.
+        sample_rate, clip_samples, padding: as for `CropPad`.
+        deterministic: crop starts seeded from the sample key (evaluation).
+    """
+
+    def __init__(self, frontend: dict, sample_rate: int, clip_samples: int, padding: str = "repeatpad",
+                 deterministic: bool = False):
+        self.frontend_kwargs = {"mel_scale": "htk", "norm": None, **dict(frontend), "sample_rate": sample_rate}
+        self.clip_samples, self.padding, self.deterministic = clip_samples, padding, deterministic
+        self._frontend = None
+        self._build_frontend()  # fail at construction on bad front-end arguments
+
+    def _build_frontend(self):
+        if self._frontend is None:
+            from clap_train.models.audio.frontend import LogMelFrontend
+
+            self._frontend = LogMelFrontend(**self.frontend_kwargs)
+        return self._frontend
+
+    def __getstate__(self):
+        return {**self.__dict__, "_frontend": None}
+
+    def __call__(self, sample: dict) -> dict:
+        rng = _key_rng(sample["key"]) if self.deterministic else self.numpy_rng()
+        features, is_longer = build_fusion_features(sample.pop("wave"), self._build_frontend(), self.clip_samples,
+                                                    self.padding, rng)
+        sample["features"], sample["is_longer"] = features, is_longer  # (4, T, F)
+        return sample
+
+
+class ChooseCaption(_Seeded):
+    """Training: keep one caption per clip. A pool is drawn with `probs` — "original" (json `text`),
+    "augmented" (keyword-to-caption `text_augment_t5`) or "all" (both) — then a caption uniformly
+    from it; a clip without augmented captions uses its original ones.
+    Evaluation (`keep_all=True`): keep every original caption (multi-caption protocol).
+
+    Raises ValueError naming `probs` for unknown pools, negative values or a zero sum.
+    """
+
+    def __init__(self, probs: dict[str, float] | None = None, keep_all: bool = False):
+        probs = dict(probs or {"original": 1.0})
+        unknown = set(probs) - set(CAPTION_SOURCES)
+        if unknown or any(p < 0 for p in probs.values()) or sum(probs.values()) <= 0:
+            raise ValueError(f"caption probs must map {CAPTION_SOURCES} to non-negative weights with a "
+                             f"positive sum, got {probs}")
+        self.pools, self.weights = list(probs), list(probs.values())
+        self.keep_all = keep_all
 
     def __call__(self, sample: dict) -> dict:
         if self.keep_all:
             return sample
-        self._rng = self._rng or random.Random()
-        pool = sample["texts"]
-        if sample["augmented_texts"] and self._rng.random() < self.augmented_prob:
-            pool = sample["augmented_texts"]
-        sample["texts"] = [self._rng.choice(pool)]
+        rng = self.rng()
+        pool_name = rng.choices(self.pools, self.weights)[0]
+        pool = {"original": sample["texts"], "augmented": sample["augmented_texts"],
+                "all": sample["texts"] + sample["augmented_texts"]}[pool_name] or sample["texts"]
+        sample["texts"] = [rng.choice(pool)]
         return sample
 
 
 class Collate:
-    """List of samples -> batch dict (keys in docs/ARCHITECTURE.md); tokenises captions."""
+    """List of samples -> batch dict (keys in docs/ARCHITECTURE.md and docs/data.md); tokenises captions.
+
+    Audio goes to `waveform` (B, clip_samples), or to `features` (B, 4, T, F) when the samples
+    carry fusion features. `num_skipped` holds the bad samples this worker dropped since its
+    previous batch.
+    """
 
     def __init__(self, tokenizer: CaptionTokenizer, skip_counter: SkipCounter | None = None):
         self.tokenizer, self.skip_counter = tokenizer, skip_counter
@@ -157,10 +267,37 @@ class Collate:
         for i, sample in enumerate(samples):
             texts += sample["texts"]
             text_to_audio += [i] * len(sample["texts"])
-        batch = self.tokenizer(texts)
-        batch["waveform"] = torch.stack([s["wave"] for s in samples])  # (B, clip_samples)
+        batch = self.tokenizer(texts)  # input_ids, attention_mask: (N, max_length)
+        if "features" in samples[0]:
+            batch["features"] = torch.stack([s["features"] for s in samples])  # (B, 4, T, F)
+        else:
+            batch["waveform"] = torch.stack([s["wave"] for s in samples])  # (B, clip_samples)
         batch["is_longer"] = torch.tensor([s["is_longer"] for s in samples], dtype=torch.bool)
         batch["text_to_audio"] = torch.tensor(text_to_audio, dtype=torch.long)
         batch["key"] = [s["key"] for s in samples]
         batch["num_skipped"] = torch.tensor(self.skip_counter.take_count() if self.skip_counter else 0)
         return batch
+
+
+def sample_stages(sample_rate: int, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
+                  int16: bool = False, caption_probs: dict[str, float] | None = None,
+                  fusion_frontend: dict | None = None, train: bool = True) -> list:
+    """The per-sample stages in order: decode, mono, resample, [int16], crop/pad or fusion, caption.
+
+    Evaluation (`train=False`) crops deterministically and keeps every caption.
+    Raises ValueError naming `truncation` (one of rand_trunc, head, fusion) or `fusion_frontend`
+    (required by truncation "fusion").
+    """
+    stages = [DecodeSample(), ToMono(), Resample(sample_rate)]
+    if int16:
+        stages.append(Int16RoundTrip())
+    if truncation == "fusion":
+        if fusion_frontend is None:
+            raise ValueError("fusion_frontend (LogMelFrontend arguments) is required with truncation 'fusion'")
+        stages.append(FusionFeatures(fusion_frontend, sample_rate, clip_samples, padding, deterministic=not train))
+    elif truncation in TRUNCATIONS:
+        stages.append(CropPad(clip_samples, truncation, padding, deterministic=not train))
+    else:
+        raise ValueError(f"truncation must be one of {(*TRUNCATIONS, 'fusion')}, got {truncation!r}")
+    stages.append(ChooseCaption(caption_probs, keep_all=not train))
+    return stages

@@ -9,17 +9,15 @@ clip by hearing all three factors, so recall after training shows that it learne
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import webdataset as wds
 
 from clap_train.data.tokenizer import train_bpe_tokenizer
+from data_pipelines.shards import SIZES_FILE, ShardWriter, encode_flac
 
 log = logging.getLogger(__name__)
 
@@ -84,41 +82,40 @@ def make_clip(rng: np.random.Generator, sample_rate: int, duration: float) -> tu
 
 
 def _write_split(out_dir: Path, split: str, num_samples: int, samples_per_shard: int, rng, sample_rate, duration):
-    sizes, captions = {}, []
-    for shard in range(0, num_samples, samples_per_shard):
-        name = f"{split}-{shard // samples_per_shard:06d}.tar"
-        with wds.TarWriter(str(out_dir / name)) as sink:
-            count = min(samples_per_shard, num_samples - shard)
-            for i in range(count):
-                wave, caption = make_clip(rng, sample_rate, duration)
-                buf = io.BytesIO()
-                sf.write(buf, wave, sample_rate, format="FLAC")
-                sink.write({"__key__": f"{split}_{shard + i:06d}", "flac": buf.getvalue(),
-                            "json": json.dumps({"text": caption}).encode()})
-                captions.append(caption)
-        sizes[name] = count
-    return sizes, captions
+    captions = []
+    with ShardWriter(out_dir, split, samples_per_shard) as writer:
+        for i in range(num_samples):
+            wave, caption = make_clip(rng, sample_rate, duration)
+            writer.write(f"{split}_{i:06d}", encode_flac(wave, sample_rate), {"text": [caption]})
+            captions.append(caption)
+    return captions
 
 
 def ensure_synthetic_dataset(
     out_dir: str, num_train: int = 2048, num_val: int = 128, samples_per_shard: int = 256,
     sample_rate: int = 16000, duration: float = 2.0, vocab_size: int = 1000, seed: int = 0,
 ) -> Path:
-    """Generate the demo dataset into `out_dir` unless a complete one is already there.
+    """Generate the demo dataset into `out_dir` unless one with the same arguments is already there.
 
-    Writes train-*.tar, val-*.tar, sizes.json and tokenizer.json (a BPE trained on the captions).
-    Completion is marked by sizes.json, written last and atomically.
+    Writes train-*.tar, val-*.tar and sizes.json with `data_pipelines.shards.ShardWriter`, and
+    tokenizer.json (a BPE trained on the captions). Completion is marked by `synthetic.json`
+    (the arguments), written last and atomically; an incomplete or different dataset is rebuilt.
     """
     out = Path(out_dir)
-    if (out / "sizes.json").is_file():
+    settings = {"num_train": num_train, "num_val": num_val, "samples_per_shard": samples_per_shard,
+                "sample_rate": sample_rate, "duration": duration, "vocab_size": vocab_size, "seed": seed}
+    marker = out / "synthetic.json"
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
         return out
     out.mkdir(parents=True, exist_ok=True)
+    for stale in [marker, out / SIZES_FILE, *out.glob("train-*.tar"), *out.glob("val-*.tar")]:
+        stale.unlink(missing_ok=True)
     log.info("generating the synthetic demo dataset in %s", out)
     rng = np.random.default_rng(seed)
-    train_sizes, captions = _write_split(out, "train", num_train, samples_per_shard, rng, sample_rate, duration)
-    val_sizes, _ = _write_split(out, "val", num_val, max(1, num_val // 2), rng, sample_rate, duration)
+    captions = _write_split(out, "train", num_train, samples_per_shard, rng, sample_rate, duration)
+    _write_split(out, "val", num_val, max(1, num_val // 2), rng, sample_rate, duration)
     train_bpe_tokenizer(captions, vocab_size).save(str(out / "tokenizer.json"))
-    tmp = out / "sizes.json.tmp"
-    tmp.write_text(json.dumps({**train_sizes, **val_sizes}, indent=1))
-    os.replace(tmp, out / "sizes.json")
+    tmp = out / "synthetic.json.tmp"
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, marker)
     return out

@@ -58,6 +58,9 @@ class CLAPModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         skipped = self.trainer.strategy.reduce(torch.tensor(float(self.num_skipped)), reduce_op="sum")
         self.log("train/skipped_samples", skipped, rank_zero_only=True)
+        if self.trainer.is_global_zero:  # one line per epoch, whatever the logger
+            print(f"epoch {self.current_epoch}: {int(skipped)} bad training samples skipped so far "
+                  f"(all ranks, step {self.global_step})", flush=True)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         embeds = self.model(batch)
