@@ -229,6 +229,9 @@ class HTSATEncoder(nn.Module):
         resolutions, windows = _validate(embed_dim, depths, num_heads, window_size, spec_size, num_mel_bins,
                                          patch_size, mlp_ratio, drop_path_rate)
         self.spec_size, self.num_mel_bins = spec_size, num_mel_bins
+        # geometry kept for export and checkpoint conversion (clap_train.checkpoints)
+        self.embed_dim, self.depths, self.num_heads = embed_dim, depths, num_heads
+        self.window_size, self.patch_size, self.mlp_ratio = window_size, patch_size, mlp_ratio
         self.freq_ratio = spec_size // num_mel_bins
         self.enable_fusion, self.spec_augment = enable_fusion, spec_augment
         self.activation_checkpointing = activation_checkpointing

@@ -90,8 +90,11 @@ class RobertaEncoder(nn.Module):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.output_dim = hidden_size
-        self.vocab_size = vocab_size
-        self.max_position_embeddings = max_position_embeddings
+        # geometry kept for export and checkpoint conversion (clap_train.checkpoints)
+        self.vocab_size, self.hidden_size, self.num_layers, self.num_heads = vocab_size, hidden_size, num_layers, num_heads
+        self.intermediate_size, self.max_position_embeddings = intermediate_size, max_position_embeddings
+        self.type_vocab_size, self.layer_norm_eps, self.pad_token_id = type_vocab_size, layer_norm_eps, pad_token_id
+        self.position_offset = position_offset
         self.activation_checkpointing = activation_checkpointing
         self.embeddings = RobertaEmbeddings(vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
                                             pad_token_id, layer_norm_eps, dropout, position_offset)
