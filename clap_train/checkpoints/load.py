@@ -55,9 +55,13 @@ def load_clap_train_checkpoint(checkpoint: dict, source: str) -> nn.Module:
     model = instantiate(OmegaConf.create(without_pretrained(config["model"])))
     state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     load_state_dict_strict(model, state, source)
-    tokenizer = (config.get("data") or {}).get("tokenizer")
+    # Inference settings the model config leaves unset default to what the run's data config used.
+    data = config.get("data") or {}
+    tokenizer = data.get("tokenizer")
     if getattr(model, "tokenizer_path", "unset") is None and isinstance(tokenizer, str) and Path(tokenizer).exists():
-        model.tokenizer_path = tokenizer  # the tokenizer the model was trained with, when still there
+        model.tokenizer_path = tokenizer
+    if hasattr(model, "clip_samples") and config["model"].get("clip_samples") is None and data.get("clip_samples"):
+        model.clip_samples = int(data["clip_samples"])
     return model.eval()
 
 
