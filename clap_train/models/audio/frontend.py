@@ -76,6 +76,7 @@ class LogMelFrontend(nn.Module):
         if not 0 <= f_min < f_max <= sample_rate / 2:
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={f_min}, f_max={f_max}")
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
+        self.f_min, self.f_max, self.mel_scale, self.norm = f_min, f_max, mel_scale, norm
         dtype = torch.float64 if double_precision else torch.float32
         fbank = mel_filter_bank(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, mel_scale, norm)
         self.register_buffer("mel_fbank", fbank.to(dtype), persistent=False)  # (n_fft/2+1, n_mels)

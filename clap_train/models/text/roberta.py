@@ -64,6 +64,8 @@ class RobertaEncoder(nn.Module):
 
     Defaults are roberta-base as fine-tuned in LAION-CLAP (LayerNorm eps 1e-5; transformers'
     CLAP configs use 1e-12, set `layer_norm_eps` to match the checkpoint you load).
+    `pretrained`: a transformers RoBERTa directory to initialise from (matching tensors are copied, the
+    rest is listed; `clap_train.checkpoints.pretrained.load_pretrained_roberta`).
     Forward: input_ids (B, L) int64, attention_mask (B, L) with 1 for real tokens.
     """
 
@@ -82,6 +84,7 @@ class RobertaEncoder(nn.Module):
         pad_token_id: int = 1,
         position_offset: bool = True,
         activation_checkpointing: bool = False,
+        pretrained: str | None = None,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -90,8 +93,11 @@ class RobertaEncoder(nn.Module):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.output_dim = hidden_size
-        self.vocab_size = vocab_size
-        self.max_position_embeddings = max_position_embeddings
+        # geometry kept for export and checkpoint conversion (clap_train.checkpoints)
+        self.vocab_size, self.hidden_size, self.num_layers, self.num_heads = vocab_size, hidden_size, num_layers, num_heads
+        self.intermediate_size, self.max_position_embeddings = intermediate_size, max_position_embeddings
+        self.type_vocab_size, self.layer_norm_eps, self.pad_token_id = type_vocab_size, layer_norm_eps, pad_token_id
+        self.position_offset = position_offset
         self.activation_checkpointing = activation_checkpointing
         self.embeddings = RobertaEmbeddings(vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
                                             pad_token_id, layer_norm_eps, dropout, position_offset)
@@ -101,6 +107,10 @@ class RobertaEncoder(nn.Module):
         )
         self.pooler = nn.Linear(hidden_size, hidden_size)
         self.apply(_init_weights)
+        if pretrained:
+            from clap_train.checkpoints.pretrained import load_pretrained_roberta
+
+            self.init_report = load_pretrained_roberta(self, pretrained)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
