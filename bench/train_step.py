@@ -114,11 +114,11 @@ def main() -> None:
         for checkpointing in (False, True):
             row = run_variant(args, device, compile_backend, checkpointing)
             if row is None:
-                print(f"{compile_backend or 'eager':<10} {str(checkpointing):<10} out of memory at the smallest batch")
+                print(f"{compile_backend or 'eager':<10} {checkpointing!s:<10} out of memory at the smallest batch")
                 continue
             memory = f"{row['memory_gib']:.1f}" if "memory_gib" in row else "-"
             mfu = f"{row['mfu']:.1%}" if row.get("mfu") is not None else "-"
-            print(f"{compile_backend or 'eager':<10} {str(checkpointing):<10} {row['batch']:>6} {row['step_s']:>8.3f} "
+            print(f"{compile_backend or 'eager':<10} {checkpointing!s:<10} {row['batch']:>6} {row['step_s']:>8.3f} "
                   f"{row['samples_per_sec']:>10.2f} {memory:>8} {mfu:>7}", flush=True)
 
 
