@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import lightning as L
 import torch
 from torch import nn
 
+from clap_train.distributed.parallelize import parallelize, shard_module
 from clap_train.evaluation.collect import EmbeddingCollector
 from clap_train.evaluation.retrieval import retrieval_metrics
-from clap_train.training.optim import param_groups
+from clap_train.training.grad_cache import contrastive_accumulation_step, split_batch
+from clap_train.training.optim import param_groups, scale_learning_rates
 from clap_train.training.step import contrastive_step
+
+MODEL_INPUT_KEYS = ("waveform", "features", "is_longer", "input_ids", "attention_mask")
 
 
 class CLAPModule(L.LightningModule):
@@ -19,16 +24,37 @@ class CLAPModule(L.LightningModule):
         model: a `CLAPModel`. loss: a contrastive loss (`clap_train.losses`).
         optimizer: partial taking parameter groups. scheduler: partial taking the optimizer, or None.
         weight_decay: applied to weights only (see `optim.param_groups`).
+        tower_lr_scale: lr multiplier of the audio/text towers relative to the new parameters.
+        gradient_clip_val: max global gradient norm, or None; applied in both optimization modes (the
+            Trainer's own `gradient_clip_val` must stay unset: Lightning refuses it in manual optimization).
+        contrastive_accumulation: K; each batch is split into K chunks and trained as one contrastive batch
+            with GradCache (manual optimization), so a batch K times larger than fits in memory works.
+        activation_checkpointing, compile: applied per tower block by `parallelize` in `configure_model`;
+            `compile` is False, True (inductor) or a torch.compile backend name.
         val_names: names of the validation sets, in dataloader order (metrics `val/<name>/...`).
+    Under `FSDP2Strategy` (a device mesh is present) the model is sharded in `configure_model`.
+
+    Raises:
+        ValueError: contrastive_accumulation < 1 or gradient_clip_val <= 0.
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 weight_decay: float = 0.0, val_names: list[str] | None = None, config: dict | None = None):
+                 weight_decay: float = 0.0, tower_lr_scale: float = 1.0, gradient_clip_val: float | None = None,
+                 contrastive_accumulation: int = 1, activation_checkpointing: bool = False,
+                 compile: bool | str = False, val_names: list[str] | None = None, config: dict | None = None):
         super().__init__()
+        if contrastive_accumulation < 1:
+            raise ValueError(f"contrastive_accumulation must be >= 1, got {contrastive_accumulation}")
+        if gradient_clip_val is not None and gradient_clip_val <= 0:
+            raise ValueError(f"gradient_clip_val must be > 0 or None, got {gradient_clip_val}")
         self.config = config  # the resolved run config, stored in every checkpoint
         self.model, self.loss = model, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.weight_decay = weight_decay
+        self.weight_decay, self.tower_lr_scale, self.gradient_clip_val = weight_decay, tower_lr_scale, gradient_clip_val
+        self.contrastive_accumulation = contrastive_accumulation
+        self.automatic_optimization = contrastive_accumulation == 1
+        self.activation_checkpointing, self.compile_backend = activation_checkpointing, compile
+        self._parallelized = False
         self.val_names = list(val_names or ["val"])
         self.collectors = [EmbeddingCollector() for _ in self.val_names]
         self.num_skipped = 0
@@ -41,16 +67,67 @@ class CLAPModule(L.LightningModule):
             raise ValueError(f"data.tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but "
                              f"model.text_encoder.vocab_size is {vocab}")
 
+    def configure_model(self) -> None:
+        # Lightning calls this hook for every fit/validate/test; the model is parallelized once
+        if self._parallelized:
+            return
+        self._parallelized = True
+        mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        if mesh is not None and self.contrastive_accumulation > 1:
+            raise ValueError("training.contrastive_accumulation > 1 is supported with DDP or one device, not FSDP")
+        parallelize(self.model, mesh, fsdp=mesh is not None,
+                    activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
+        if mesh is not None:
+            shard_module(self.loss, mesh)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["clap_train_config"] = self.config
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logs = contrastive_step(self.model, self.loss, batch)
+        if self.automatic_optimization:
+            loss, logs = contrastive_step(self.model, self.loss, batch)
+        else:
+            loss, logs = self._accumulation_step(batch)
         self.num_skipped += int(batch["num_skipped"])
         batch_size = len(batch["key"])
         self.log("train/loss", logs.pop("loss"), prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch_size)
         return loss
+
+    def _encode(self, chunk: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = self.model(chunk)
+        return embeds["audio_embeds"], embeds["text_embeds"]
+
+    def _accumulation_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step on K GradCache chunks (manual optimization): backward, clip, step, schedule."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        inputs = {key: batch[key] for key in MODEL_INPUT_KEYS if key in batch}
+        loss = contrastive_accumulation_step(
+            self._encode,
+            self.loss,
+            split_batch(inputs, self.contrastive_accumulation),
+            self.model.logit_scale_a,
+            self.model.logit_scale_t,
+            backward=self.manual_backward,  # AMP loss scaling and the strategy's backward hooks
+            no_sync=getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext),
+        )
+        self.configure_gradient_clipping(optimizer)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        logs = {
+            "loss": loss,
+            "logit_scale_a": self.model.logit_scale_a.detach().exp().squeeze(),
+            "logit_scale_t": self.model.logit_scale_t.detach().exp().squeeze(),
+        }
+        return loss, logs
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # the module's own value is the one source of truth (the Trainer's is refused in manual optimization)
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.model.clamp_logit_scales()
@@ -77,7 +154,8 @@ class CLAPModule(L.LightningModule):
             self.log_dict({f"val/{name}/{k}": v for k, v in metrics.items()}, sync_dist=False)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(param_groups(self, self.weight_decay))
+        optimizer = self.optimizer_factory(param_groups(self, self.weight_decay, self.tower_lr_scale))
+        scale_learning_rates(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

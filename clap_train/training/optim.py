@@ -8,18 +8,57 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+TOWERS = ("audio_encoder", "text_encoder")
+
 
 def is_no_decay(name: str, param: nn.Parameter) -> bool:
     """Biases, norm weights, embeddings and logit scales get no weight decay."""
     return param.ndim < 2 or "embeddings" in name or "logit_scale" in name or "norm" in name.lower()
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def is_tower_parameter(name: str) -> bool:
+    """Parameters of the (usually pretrained) audio and text towers, e.g. `model.audio_encoder.…`."""
+    return any(part in TOWERS for part in name.split("."))
+
+
+def param_groups(module: nn.Module, weight_decay: float, tower_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: {tower, new} x {decay, no decay}, empty groups dropped.
+
+    Args:
+        module: the LightningModule (or model); parameter names decide the groups.
+        weight_decay: for weight matrices; biases, norms, embeddings and logit scales get 0.
+        tower_lr_scale: learning-rate multiplier of the tower groups relative to the optimizer's lr (e.g. 0.1
+            for pretrained towers next to freshly initialised projection heads). It is stored as the group's
+            `lr_scale` and applied by `scale_learning_rates` once the optimizer exists.
+    Each group carries a `name` (the LR monitor's label). Parameters with `requires_grad=False` are left out.
+
+    Raises:
+        ValueError: weight_decay < 0 or tower_lr_scale < 0.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if tower_lr_scale < 0:
+        raise ValueError(f"tower_lr_scale must be >= 0, got {tower_lr_scale}")
+    groups = {
+        (tower, no_decay): {
+            "name": f"{'towers' if tower else 'new'}{'_no_decay' if no_decay else ''}",
+            "params": [],
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "lr_scale": tower_lr_scale if tower else 1.0,
+        }
+        for tower in (True, False)
+        for no_decay in (False, True)
+    }
     for name, param in module.named_parameters():
         if param.requires_grad:
-            (no_decay if is_no_decay(name, param) else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups[(is_tower_parameter(name), is_no_decay(name, param))]["params"].append(param)
+    return [group for group in groups.values() if group["params"]]
+
+
+def scale_learning_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Multiply each group's lr by its `lr_scale`; call before building the scheduler (it reads these lrs)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> Callable[[int], float]:

@@ -19,7 +19,7 @@ SUMMARY_METRICS = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_
 
 def last_checkpoint(run_dir: Path) -> Path | None:
     path = run_dir / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+    return path if path.exists() else None  # a file, or a sharded (DCP) directory under FSDP
 
 
 def build(cfg: DictConfig):
@@ -32,6 +32,9 @@ def build(cfg: DictConfig):
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         weight_decay=cfg.optim.weight_decay,
+        tower_lr_scale=cfg.optim.tower_lr_scale,
+        gradient_clip_val=cfg.optim.gradient_clip_val,
+        **cfg.training,
         val_names=datamodule.val_names,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
