@@ -275,6 +275,8 @@ class Collate:
         batch["is_longer"] = torch.tensor([s["is_longer"] for s in samples], dtype=torch.bool)
         batch["text_to_audio"] = torch.tensor(text_to_audio, dtype=torch.long)
         batch["key"] = [s["key"] for s in samples]
+        batch["captions"] = texts  # (N) caption strings, for evaluation reports
+        batch["tags"] = [list(s.get("tags", ())) for s in samples]  # (B) shard tags, zero-shot targets
         batch["num_skipped"] = torch.tensor(self.skip_counter.take_count() if self.skip_counter else 0)
         return batch
 

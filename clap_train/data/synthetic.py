@@ -86,7 +86,9 @@ def _write_split(out_dir: Path, split: str, num_samples: int, samples_per_shard:
     with ShardWriter(out_dir, split, samples_per_shard) as writer:
         for i in range(num_samples):
             wave, caption = make_clip(rng, sample_rate, duration)
-            writer.write(f"{split}_{i:06d}", encode_flac(wave, sample_rate), {"text": [caption]})
+            # the sound source is the clip's tag: the zero-shot classes of the demo's validation set
+            tags = [source for source in (*TONAL, *NOISE) if source in caption]
+            writer.write(f"{split}_{i:06d}", encode_flac(wave, sample_rate), {"text": [caption], "tags": tags})
             captions.append(caption)
     return captions
 
@@ -103,7 +105,8 @@ def ensure_synthetic_dataset(
     """
     out = Path(out_dir)
     settings = {"num_train": num_train, "num_val": num_val, "samples_per_shard": samples_per_shard,
-                "sample_rate": sample_rate, "duration": duration, "vocab_size": vocab_size, "seed": seed}
+                "sample_rate": sample_rate, "duration": duration, "vocab_size": vocab_size, "seed": seed,
+                "tags": True}  # clips tagged with their source; rebuilds demo caches made before
     marker = out / "synthetic.json"
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return out

@@ -21,7 +21,8 @@ class EmbeddingSet:
 
     audio_embeds: (Na, D); keys: Na clip keys; text_embeds: (Nt, D) or None; text_to_audio: (Nt,)
     int64 row of each caption's clip, or None; clip_fields: per-clip tensors with Na rows
-    (targets, folds, ...).
+    (targets, folds, ...); tags: Na per-clip tag lists (shard `tags`), or None; captions: Nt caption
+    strings aligned with text_embeds, or None.
     """
 
     audio_embeds: torch.Tensor
@@ -29,6 +30,8 @@ class EmbeddingSet:
     text_embeds: torch.Tensor | None = None
     text_to_audio: torch.Tensor | None = None
     clip_fields: dict[str, torch.Tensor] = field(default_factory=dict)
+    tags: list[list[str]] | None = None
+    captions: list[str] | None = None
 
 
 def _gather_rows(x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +62,8 @@ class EmbeddingCollector:
         self._text: list[torch.Tensor] = []
         self._text_to_audio: list[torch.Tensor] = []
         self._keys: list[str] = []
+        self._tags: list[list[str]] | None = None
+        self._captions: list[str] | None = None
         self._fields: dict[str, list[torch.Tensor]] = {}
         self._num_clips = 0
 
@@ -68,6 +73,8 @@ class EmbeddingCollector:
         keys: list[str],
         text_embeds: torch.Tensor | None = None,
         text_to_audio: torch.Tensor | None = None,
+        tags: list[list[str]] | None = None,
+        captions: list[str] | None = None,
         **clip_fields: torch.Tensor,
     ) -> None:
         """Add one batch.
@@ -77,10 +84,12 @@ class EmbeddingCollector:
             keys: B clip keys; equal keys must mean the same clip (padding duplicates).
             text_embeds: (N, D) caption embeddings, or None for audio-only (zero-shot) sets.
             text_to_audio: (N,) batch-local clip index of each caption; required with text_embeds.
+            tags: B per-clip tag lists (zero-shot targets), or None.
+            captions: N caption strings (for reports), or None; only with text_embeds.
             clip_fields: per-clip tensors with B rows (e.g. targets=(B,) or (B, C), folds=(B,)).
 
         Raises:
-            ValueError: on inconsistent sizes, or text given in some batches and not in others.
+            ValueError: on inconsistent sizes, or text, tags or captions given in some batches and not in others.
         """
         batch = audio_embeds.shape[0]
         if len(keys) != batch:
@@ -89,6 +98,12 @@ class EmbeddingCollector:
             raise ValueError("text_embeds and text_to_audio must be given together")
         if self._keys and (text_embeds is None) != (not self._text):
             raise ValueError("text_embeds must be given in every batch or in none")
+        if tags is not None and len(tags) != batch:
+            raise ValueError(f"tags has {len(tags)} entries for {batch} clips")
+        if captions is not None and (text_embeds is None or len(captions) != text_embeds.shape[0]):
+            raise ValueError("captions must come with text_embeds, one per caption")
+        if self._keys and ((tags is None) != (self._tags is None) or (captions is None) != (self._captions is None)):
+            raise ValueError("tags and captions must each be given in every batch or in none")
         if text_embeds is not None:
             if text_to_audio.shape != (text_embeds.shape[0],):
                 raise ValueError(f"text_to_audio must have shape ({text_embeds.shape[0]},), got {text_to_audio.shape}")
@@ -104,6 +119,12 @@ class EmbeddingCollector:
             self._fields.setdefault(name, []).append(value.detach().cpu())
         self._audio.append(audio_embeds.detach().float().cpu())
         self._keys.extend(keys)
+        if tags is not None:
+            self._tags = self._tags if self._tags is not None else []
+            self._tags.extend(list(t) for t in tags)
+        if captions is not None:
+            self._captions = self._captions if self._captions is not None else []
+            self._captions.extend(captions)
         self._num_clips += batch
 
     def compute(self, gather: bool = True) -> EmbeddingSet:
@@ -116,16 +137,19 @@ class EmbeddingCollector:
             ValueError: if nothing was collected on any rank.
         """
         local = self._local_tensors()
-        keys = list(self._keys)
+        keys, tags, captions = list(self._keys), self._tags, self._captions
         rank, world_size = world_info()
         if gather and world_size > 1:
-            # keys, row counts and tensor layouts first, so ranks that saw nothing can join in
-            infos = _all_gather_objects((keys, {name: (tuple(t.shape[1:]), t.dtype) for name, t in local.items()}))
-            keys = [key for rank_keys, _ in infos for key in rank_keys]
+            # keys, strings, row counts and tensor layouts first, so ranks that saw nothing can join in
+            layout = {name: (tuple(t.shape[1:]), t.dtype) for name, t in local.items()}
+            infos = _all_gather_objects((keys, layout, tags, captions))
+            keys = [key for rank_keys, *_ in infos for key in rank_keys]
+            tags = _concat_optional([info[2] for info in infos if info[0]])
+            captions = _concat_optional([info[3] for info in infos if info[0]])
             layouts = {}
-            for _, rank_layout in infos:
+            for _, rank_layout, *_ in infos:
                 layouts.update(rank_layout)
-            clip_offset = sum(len(rank_keys) for rank_keys, _ in infos[:rank])
+            clip_offset = sum(len(rank_keys) for rank_keys, *_ in infos[:rank])
             if "text_to_audio" in local:
                 local["text_to_audio"] = local["text_to_audio"] + clip_offset  # rows of the all-rank audio
             local = {
@@ -136,7 +160,7 @@ class EmbeddingCollector:
             raise ValueError("EmbeddingCollector.compute: no clips were collected")
         text, text_to_audio = local.pop("text_embeds", None), local.pop("text_to_audio", None)
         audio = local.pop("audio_embeds")
-        return _deduplicate(keys, audio, text, text_to_audio, local)
+        return _deduplicate(keys, audio, text, text_to_audio, local, tags, captions)
 
     def _local_tensors(self) -> dict[str, torch.Tensor]:
         """This rank's rows: audio_embeds, text_embeds, text_to_audio (global on this rank), fields."""
@@ -150,7 +174,14 @@ class EmbeddingCollector:
         return tensors
 
 
-def _deduplicate(keys, audio, text, text_to_audio, fields) -> EmbeddingSet:
+def _concat_optional(parts: list[list | None]) -> list | None:
+    """Concatenate per-rank lists; None when the ranks that collected clips kept no such list."""
+    if not parts or any(part is None for part in parts):
+        return None
+    return [item for part in parts for item in part]
+
+
+def _deduplicate(keys, audio, text, text_to_audio, fields, tags=None, captions=None) -> EmbeddingSet:
     """Keep the first row of each key, drop captions of dropped rows, sort rows by key."""
     first_row = {}
     for row, key in enumerate(keys):
@@ -163,6 +194,7 @@ def _deduplicate(keys, audio, text, text_to_audio, fields) -> EmbeddingSet:
         audio_embeds=audio[kept_rows],
         keys=kept_keys,
         clip_fields={name: value[kept_rows] for name, value in fields.items()},
+        tags=[tags[row] for row in kept_rows.tolist()] if tags is not None else None,
     )
     if text is not None:
         mapped = new_index[text_to_audio]  # (Nt,) -1 for captions of dropped duplicate rows
@@ -170,4 +202,7 @@ def _deduplicate(keys, audio, text, text_to_audio, fields) -> EmbeddingSet:
         order = torch.argsort(mapped[keep], stable=True)  # captions grouped in clip (key) order
         result.text_embeds = text[keep][order]
         result.text_to_audio = mapped[keep][order]
+        if captions is not None:
+            kept_captions = [caption for caption, kept in zip(captions, keep.tolist()) if kept]
+            result.captions = [kept_captions[i] for i in order.tolist()]
     return result

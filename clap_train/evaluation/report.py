@@ -106,40 +106,48 @@ def _metrics_tables(metrics: Mapping[str, float]) -> str:
 
 
 class _ClipWriter:
-    """Writes each clip once as clips/clip_NNNN.wav and renders its spectrogram once."""
+    """Writes each clip once as clips/clip_NNNN.wav and renders its spectrogram once.
 
-    def __init__(self, out_dir: Path, clip_audio, sample_rate: int):
-        self.out_dir, self.clip_audio, self.sample_rate = out_dir, clip_audio, sample_rate
-        self.written: dict[str, tuple[str, str] | None] = {}
+    Clips are identified by (set name, key): keys need only be unique within a set.
+    """
 
-    def media(self, key: str) -> tuple[str, str] | None:
+    def __init__(self, out_dir: Path, sample_rate: int):
+        self.out_dir, self.sample_rate = out_dir, sample_rate
+        self.written: dict[tuple[str, str], tuple[str, str] | None] = {}
+        self.num_files = 0
+
+    def media(self, set_name: str, key: str, clip_audio) -> tuple[str, str] | None:
         """(relative wav path, PNG data URI) of a clip, or None when no audio is known for it."""
-        if key not in self.written:
-            waveform = self._lookup(key)
+        if (set_name, key) not in self.written:
+            waveform = _lookup(clip_audio, key)
             if waveform is None:
-                self.written[key] = None
+                self.written[set_name, key] = None
             else:
-                name = f"clips/clip_{len(self.written):04d}.wav"
+                name = f"clips/clip_{self.num_files:04d}.wav"
+                self.num_files += 1
                 (self.out_dir / "clips").mkdir(exist_ok=True)
                 (self.out_dir / name).write_bytes(encode_wav(waveform, self.sample_rate))
                 png = encode_png(spectrogram_image(waveform, self.sample_rate))
-                self.written[key] = (name, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
-        return self.written[key]
-
-    def _lookup(self, key: str):
-        if self.clip_audio is None:
-            return None
-        if callable(self.clip_audio):
-            return self.clip_audio(key)
-        return self.clip_audio.get(key)
+                self.written[set_name, key] = (name, "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
+        return self.written[set_name, key]
 
 
-def _query_section(queries: Sequence[QueryExample], clips: _ClipWriter) -> str:
-    parts = ["<h2>Text-to-audio examples</h2>"]
-    for number, query in enumerate(queries):
+def _lookup(clip_audio, key: str):
+    if clip_audio is None:
+        return None
+    if callable(clip_audio):
+        return clip_audio(key)
+    return clip_audio.get(key)
+
+
+def _query_section(set_name: str, queries: Sequence[QueryExample], clip_audio, clips: _ClipWriter,
+                   first_number: int) -> str:
+    title = "Text-to-audio examples" + (f": {html.escape(set_name)}" if set_name else "")
+    parts = [f"<h2>{title}</h2>"]
+    for number, query in enumerate(queries, start=first_number):
         hits = []
         for position, hit in enumerate(query.retrieved, start=1):
-            media = clips.media(hit.key)
+            media = clips.media(set_name, hit.key, clip_audio)
             player = (
                 f"<img src='{media[1]}' alt='spectrogram'><audio controls preload='none' src='{media[0]}'></audio>"
                 if media
@@ -194,6 +202,7 @@ def write_report(
     sample_rate: int = 48000,
     confusions: Mapping[str, tuple[object, Sequence[str]]] | None = None,
     title: str = "CLAP evaluation",
+    query_sets: Mapping[str, tuple[Sequence[QueryExample], object]] | None = None,
 ) -> Path:
     """Write report.html, metrics.json and the example clips into `out_dir`; returns the html path.
 
@@ -206,6 +215,8 @@ def write_report(
         sample_rate: of those waveforms.
         confusions: zero-shot confusion matrices by set name: ((C, C) counts, C class names).
         title: page title.
+        query_sets: several evaluation sets' examples, {set name: (queries, clip_audio)}, one section
+            each, shown after those of `queries`; keys need only be unique within a set.
 
     Raises:
         ValueError: if a confusion matrix does not match its class names.
@@ -215,8 +226,11 @@ def write_report(
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Metrics</h2>", _metrics_tables(metrics)]
-    if queries:
-        sections.append(_query_section(queries, _ClipWriter(out_dir, clip_audio, sample_rate)))
+    clips, number = _ClipWriter(out_dir, sample_rate), 0
+    named = ({"": (queries, clip_audio)} if queries else {}) | dict(query_sets or {})
+    for set_name, (set_queries, set_audio) in named.items():
+        sections.append(_query_section(set_name, set_queries, set_audio, clips, number))
+        number += len(set_queries)
     for name, (matrix, class_names) in (confusions or {}).items():
         sections.append(_confusion_section(name, matrix, class_names))
     page = (

@@ -11,7 +11,7 @@ from torch import nn
 
 from clap_train.distributed.parallelize import parallelize, shard_module
 from clap_train.evaluation.collect import EmbeddingCollector
-from clap_train.evaluation.retrieval import retrieval_metrics
+from clap_train.evaluation.tasks import SetResult, TextEmbedder, ZeroShotTask, evaluate_set
 from clap_train.training.grad_cache import contrastive_accumulation_step, split_batch
 from clap_train.training.optim import param_groups, scale_learning_rates
 from clap_train.training.step import contrastive_step
@@ -21,8 +21,9 @@ MODEL_INPUT_KEYS = ("waveform", "features", "is_longer", "input_ids", "attention
 
 class CLAPModule(L.LightningModule):
     """Args:
-        model: a `CLAPModel`. loss: a contrastive loss (`clap_train.losses`).
-        optimizer: partial taking parameter groups. scheduler: partial taking the optimizer, or None.
+        model: a `CLAPModel`. loss: a contrastive loss (`clap_train.losses`); None to evaluate only.
+        optimizer: partial taking parameter groups (None to evaluate only). scheduler: partial taking
+            the optimizer, or None.
         weight_decay: applied to weights only (see `optim.param_groups`).
         tower_lr_scale: lr multiplier of the audio/text towers relative to the new parameters.
         gradient_clip_val: max global gradient norm, or None; applied in both optimization modes (the
@@ -32,16 +33,20 @@ class CLAPModule(L.LightningModule):
         activation_checkpointing, compile: applied per tower block by `parallelize` in `configure_model`;
             `compile` is False, True (inductor) or a torch.compile backend name.
         val_names: names of the validation sets, in dataloader order (metrics `val/<name>/...`).
+        zeroshot: zero-shot tasks by set name (`evaluation.zeroshot`); other sets are retrieval only.
     Under `FSDP2Strategy` (a device mesh is present) the model is sharded in `configure_model`.
+    After each validation, `last_results` holds every set's `SetResult` (metrics and embeddings).
 
     Raises:
-        ValueError: contrastive_accumulation < 1 or gradient_clip_val <= 0.
+        ValueError: contrastive_accumulation < 1, gradient_clip_val <= 0, or zeroshot naming an unknown set.
     """
 
-    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 weight_decay: float = 0.0, tower_lr_scale: float = 1.0, gradient_clip_val: float | None = None,
-                 contrastive_accumulation: int = 1, activation_checkpointing: bool = False,
-                 compile: bool | str = False, val_names: list[str] | None = None, config: dict | None = None):
+    def __init__(self, model: nn.Module, loss: nn.Module | None, optimizer: Callable | None,
+                 scheduler: Callable | None = None, weight_decay: float = 0.0, tower_lr_scale: float = 1.0,
+                 gradient_clip_val: float | None = None, contrastive_accumulation: int = 1,
+                 activation_checkpointing: bool = False, compile: bool | str = False,
+                 val_names: list[str] | None = None, zeroshot: dict[str, ZeroShotTask] | None = None,
+                 config: dict | None = None):
         super().__init__()
         if contrastive_accumulation < 1:
             raise ValueError(f"contrastive_accumulation must be >= 1, got {contrastive_accumulation}")
@@ -56,7 +61,12 @@ class CLAPModule(L.LightningModule):
         self.activation_checkpointing, self.compile_backend = activation_checkpointing, compile
         self._parallelized = False
         self.val_names = list(val_names or ["val"])
+        self.zeroshot = dict(zeroshot or {})
+        unknown = sorted(set(self.zeroshot) - set(self.val_names))
+        if unknown:
+            raise ValueError(f"zeroshot names sets {unknown} that are not validation sets {self.val_names}")
         self.collectors = [EmbeddingCollector() for _ in self.val_names]
+        self.last_results: dict[str, SetResult] = {}
         self.num_skipped = 0
 
     def setup(self, stage: str) -> None:
@@ -142,16 +152,18 @@ class CLAPModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         embeds = self.model(batch)
         self.collectors[dataloader_idx].update(embeds["audio_embeds"], batch["key"], embeds["text_embeds"],
-                                               batch["text_to_audio"])
+                                               batch["text_to_audio"], tags=batch.get("tags"),
+                                               captions=batch.get("captions"))
 
     def on_validation_epoch_end(self) -> None:
+        text_embedder = TextEmbedder(self.model, self.trainer.datamodule.tokenizer, self.device)
         for name, collector in zip(self.val_names, self.collectors):
             embeddings = collector.compute()
             collector.reset()
-            metrics = retrieval_metrics(embeddings.audio_embeds, embeddings.text_embeds, embeddings.text_to_audio)
-            metrics["num_clips"] = float(len(embeddings.keys))
+            result = evaluate_set(name, embeddings, self.zeroshot.get(name), text_embedder)
+            self.last_results[name] = result
             # identical on every rank after the gather: no further sync needed
-            self.log_dict({f"val/{name}/{k}": v for k, v in metrics.items()}, sync_dist=False)
+            self.log_dict({f"val/{name}/{k}": v for k, v in result.metrics.items()}, sync_dist=False)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(param_groups(self, self.weight_decay, self.tower_lr_scale))

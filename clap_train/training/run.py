@@ -10,11 +10,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO
 from clap_train.training.module import CLAPModule
 
 log = logging.getLogger(__name__)
-SUMMARY_METRICS = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10")
+SUMMARY_METRICS = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10", "top1_acc", "top5_acc", "mAP")
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -25,6 +26,8 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def build(cfg: DictConfig):
     """Instantiate datamodule, LightningModule and Trainer from the config."""
     datamodule = instantiate(cfg.data)
+    zeroshot = zeroshot_tasks(cfg.evaluation.zeroshot, datamodule.val_names)
+    check_best_metric(cfg.best_metric, metric_keys(datamodule.val_names, zeroshot))
     model = instantiate(cfg.model)
     module = CLAPModule(
         model=model,
@@ -36,6 +39,7 @@ def build(cfg: DictConfig):
         gradient_clip_val=cfg.optim.gradient_clip_val,
         **cfg.training,
         val_names=datamodule.val_names,
+        zeroshot=zeroshot,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
@@ -44,18 +48,29 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
+def check_best_metric(best_metric: DictConfig, keys: list[str]) -> None:
+    """Raise ValueError naming best_metric.monitor / .mode unless validation logs that metric."""
+    if best_metric.mode not in ("min", "max"):
+        raise ValueError(f"best_metric.mode must be 'min' or 'max', got {best_metric.mode!r}")
+    if keys and best_metric.monitor not in keys:
+        raise ValueError(f"best_metric.monitor {best_metric.monitor!r} is not logged by validation; "
+                         f"choose one of {keys}")
+
+
 def format_summary(before: dict | None, after: dict, val_names: list[str]) -> str:
     lines = []
     for name in val_names:
         num_clips = int(after.get(f"val/{name}/num_clips", 0))
-        lines.append(f"retrieval on '{name}' ({num_clips} held-out clips)")
+        lines.append(f"validation set '{name}' ({num_clips} held-out clips)")
         lines.append(f"  {'metric':<10} {'chance':>8} {'before':>8} {'after':>8}")
         for metric in SUMMARY_METRICS:
-            k = int(metric.split("@")[1])
             key = f"val/{name}/{metric}"
-            chance = min(1.0, k / max(num_clips, 1))
+            if key not in after:
+                continue
+            # retrieval R@k by chance: k of the clips; zero-shot chance depends on the classes, not shown
+            chance = f"{min(1.0, int(metric.split('@')[1]) / max(num_clips, 1)):.3f}" if "@" in metric else "-"
             b = f"{before[key]:.3f}" if before and key in before else "-"
-            lines.append(f"  {metric:<10} {chance:>8.3f} {b:>8} {after[key]:>8.3f}")
+            lines.append(f"  {metric:<10} {chance:>8} {b:>8} {after[key]:>8.3f}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,202 @@
+"""Standalone evaluation of any checkpoint `clap_train.load_model` reads.
+
+    python -m clap_train.evaluate checkpoint=PATH data.val_shards.NAME=PATTERN [data.tokenizer=...]
+        [evaluation.zeroshot.NAME={}] [out_dir=DIR] [logger=wandb]
+
+Runs the validation path of training (the eval data pipeline of `CLAPDataModule` and
+`CLAPModule.validation_step` / `on_validation_epoch_end` under a Lightning Trainer, CPU or GPU), so
+its metrics equal those logged as `val/<set>/...` during training for the same checkpoint and data.
+Prints a table and writes `metrics.json`, `report.html` (+ `clips/`) and `config.yaml` into
+`out_dir` (default `<checkpoint dir>/eval`). Config: conf/evaluate.yaml; docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+import webdataset as wds
+from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from clap_train.checkpoints.load import load_model
+from clap_train.data.datamodule import CLAPDataModule
+from clap_train.data.stages import CropPad, DecodeSample
+from clap_train.evaluation.report import sample_text_queries, write_report
+from clap_train.evaluation.tasks import zeroshot_tasks
+from clap_train.training.module import CLAPModule
+
+log = logging.getLogger("clap_train.evaluate")
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException, MissingMandatoryValue)
+# preprocessing read from the checkpoint's training config when not given on the command line
+DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples", "truncation", "padding", "int16", "max_text_length",
+             "batch_size", "val_batch_size", "num_workers", "multiprocessing_context")
+REQUIRED_DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples")
+
+
+def checkpoint_dir(checkpoint: str) -> str:
+    """The folder of a checkpoint file, or the checkpoint itself when it is a folder (transformers)."""
+    path = Path(checkpoint)
+    return str(path if path.is_dir() else path.parent)
+
+
+OmegaConf.register_new_resolver("checkpoint_dir", checkpoint_dir, replace=True)
+# `data.val_shards.NAME=...` and `evaluation.zeroshot.NAME=...` add sets without Hydra's `+` prefix
+_OPEN_SETS = OmegaConf.create({"data": {"val_shards": {}}, "evaluation": {"zeroshot": {}}})
+OmegaConf.set_struct(_OPEN_SETS.data.val_shards, False)
+OmegaConf.set_struct(_OPEN_SETS.evaluation.zeroshot, False)
+ConfigStore.instance().store(name="evaluate_open_sets", node=_OPEN_SETS)
+
+
+def stored_config(checkpoint: Path) -> dict | None:
+    """The resolved training config a clap_train `.ckpt` carries, else None (memory-mapped, weights_only)."""
+    if checkpoint.is_file() and checkpoint.suffix == ".ckpt":
+        return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("clap_train_config")
+    return None
+
+
+def data_settings(cfg: DictConfig, stored: dict | None, model) -> dict:
+    """Datamodule kwargs: command-line `data.*` over the checkpoint's training config.
+
+    Raises:
+        ValueError: naming `data.<key>` when a required setting is in neither.
+    """
+    stored_data = (stored or {}).get("data") or {}
+    settings = {key: stored_data[key] for key in DATA_KEYS if stored_data.get(key) is not None}
+    settings.update({key: value for key, value in cfg.data.items() if key != "val_shards" and value is not None})
+    if "sample_rate" not in settings and hasattr(getattr(model, "frontend", None), "sample_rate"):
+        settings["sample_rate"] = model.frontend.sample_rate
+    if "tokenizer" not in settings and Path(cfg.checkpoint).is_dir():
+        settings["tokenizer"] = cfg.checkpoint  # a transformers folder holds its tokenizer.json
+    for key in REQUIRED_DATA_KEYS:
+        if key not in settings:
+            raise ValueError(f"data.{key}: not stored in {cfg.checkpoint}; set it on the command line")
+    return settings
+
+
+def evaluation_sets(cfg: DictConfig, stored: dict | None) -> tuple[dict, dict]:
+    """({set name: shard pattern}, {set name: zero-shot spec}): the command line's, else the checkpoint's.
+
+    Raises:
+        ValueError: naming data.val_shards when neither gives a set.
+    """
+    zeroshot = OmegaConf.to_container(cfg.evaluation.zeroshot, resolve=True)
+    if cfg.data.val_shards:
+        return OmegaConf.to_container(cfg.data.val_shards, resolve=True), zeroshot
+    stored = stored or {}
+    val_shards = (stored.get("data") or {}).get("val_shards") or {}
+    if not val_shards:
+        raise ValueError(f"data.val_shards: {cfg.checkpoint} stores no validation sets; "
+                         f"give them as data.val_shards.NAME=PATTERN")
+    return val_shards, zeroshot or (stored.get("evaluation") or {}).get("zeroshot") or {}
+
+
+def read_clip_audio(urls: list[str], keys: set[str], decode: DecodeSample, crop: CropPad) -> dict:
+    """{key: the (clip_samples,) waveform the model heard} for `keys`, scanning the shards once."""
+    found = {}
+    for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
+        if sample["__key__"] in keys:
+            found[sample["__key__"]] = crop(decode(sample))["wave"]
+            if len(found) == len(keys):
+                break
+    return found
+
+
+def write_outputs(cfg: DictConfig, datamodule: CLAPDataModule, module: CLAPModule, metrics: dict) -> Path:
+    """The HTML report: sampled text queries with their top clips, confusion matrices of zero-shot sets."""
+    query_sets, confusions = {}, {}
+    decode = DecodeSample(datamodule.sample_rate)
+    crop = CropPad(datamodule.clip_samples, datamodule.truncation, datamodule.padding, deterministic=True)
+    for name, result in module.last_results.items():
+        sets = result.embeddings
+        if sets.text_embeds is not None and sets.captions is not None and f"{name}/t2a_R@1" in metrics:
+            queries = sample_text_queries(sets.audio_embeds, sets.text_embeds, sets.text_to_audio, sets.keys,
+                                          sets.captions, cfg.report.num_queries, cfg.report.top_k, cfg.report.seed)
+            shown = {hit.key for query in queries for hit in query.retrieved}
+            query_sets[name] = (queries, read_clip_audio(datamodule.val_urls[name], shown, decode, crop))
+        if result.confusion is not None:
+            confusions[name] = (result.confusion.numpy(), result.class_names)
+    return write_report(cfg.out_dir, metrics, sample_rate=datamodule.sample_rate, confusions=confusions,
+                        title=f"CLAP evaluation of {cfg.checkpoint}", query_sets=query_sets)
+
+
+def format_table(metrics: dict) -> str:
+    width = max(len(key.split("/")[0]) for key in metrics)
+    lines = [f"{'set':<{width}}  {'metric':<16} {'value':>10}"]
+    for key, value in metrics.items():
+        name, metric = key.split("/", 1)
+        lines.append(f"{name:<{width}}  {metric:<16} {value:>10.4f}")
+    return "\n".join(lines)
+
+
+def log_to_logger(cfg: DictConfig, metrics: dict, html_path: Path) -> None:
+    """Metrics as `eval/<set>/<metric>`; with W&B also the report page as media (`eval/report`)."""
+    logger = instantiate(cfg.logger)
+    logger.log_metrics({f"eval/{key}": value for key, value in metrics.items()})
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        logger.experiment.log({"eval/report": wandb.Html(html_path.read_text(encoding="utf-8"))})
+    logger.finalize("success")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate `cfg.checkpoint` on every configured set; returns {'<set>/<metric>': value}.
+
+    Raises:
+        FileNotFoundError: naming the checkpoint, a shard pattern or the tokenizer that is missing.
+        ValueError: naming the config key of a missing or inconsistent setting.
+    """
+    checkpoint = Path(cfg.checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    stored = stored_config(checkpoint)
+    model = load_model(checkpoint)
+    val_shards, zeroshot_specs = evaluation_sets(cfg, stored)
+    datamodule = CLAPDataModule(train_shards=[], val_shards=val_shards, **data_settings(cfg, stored, model))
+    datamodule.setup("validate")  # fails here, naming data.val_shards.<set>, when shards are missing
+    zeroshot = zeroshot_tasks(zeroshot_specs, datamodule.val_names)
+    module = CLAPModule(model, loss=None, optimizer=None, val_names=datamodule.val_names, zeroshot=zeroshot)
+    trainer = instantiate(cfg.trainer)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {f"{name}/{key}": value for name, result in module.last_results.items()
+               for key, value in result.metrics.items()}
+    if trainer.is_global_zero:
+        out_dir = Path(cfg.out_dir)
+        html_path = write_outputs(cfg, datamodule, module, metrics)
+        used = OmegaConf.to_container(cfg, resolve=True)
+        used["data"] = {**datamodule_settings(datamodule), "val_shards": val_shards}
+        used["evaluation"] = {"zeroshot": zeroshot_specs}
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(used))
+        print("\n" + format_table(metrics) + f"\nreport: {html_path}\nmetrics: {out_dir / 'metrics.json'}\n",
+              flush=True)
+        if cfg.get("logger"):
+            log_to_logger(cfg, metrics, html_path)
+    return metrics
+
+
+def datamodule_settings(datamodule: CLAPDataModule) -> dict:
+    """The preprocessing the evaluation actually used, for the written config."""
+    return {"tokenizer": datamodule.tokenizer_path, "sample_rate": datamodule.sample_rate,
+            "clip_samples": datamodule.clip_samples, "truncation": datamodule.truncation,
+            "padding": datamodule.padding, "int16": datamodule.int16, "max_text_length": datamodule.max_text_length}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as exc:
+        log.error("clap_train.evaluate: %s: %s", type(exc).__name__, exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
