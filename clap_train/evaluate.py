@@ -160,9 +160,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     stored = stored_config(checkpoint)
     model = load_model(checkpoint)
     val_shards, zeroshot_specs = evaluation_sets(cfg, stored)
+    zeroshot = zeroshot_tasks(zeroshot_specs, list(val_shards))
     datamodule = CLAPDataModule(train_shards=[], val_shards=val_shards, **data_settings(cfg, stored, model))
     datamodule.setup("validate")  # fails here, naming data.val_shards.<set>, when shards are missing
-    zeroshot = zeroshot_tasks(zeroshot_specs, datamodule.val_names)
     module = CLAPModule(model, loss=None, optimizer=None, val_names=datamodule.val_names, zeroshot=zeroshot)
     trainer = instantiate(cfg.trainer)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -194,7 +194,8 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except USER_ERRORS as exc:
-        log.error("clap_train.evaluate: %s: %s", type(exc).__name__, exc)
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # OmegaConf appends full_key/object_type lines
+        log.error("clap_train.evaluate: %s: %s", type(exc).__name__, first_line)
         sys.exit(2)
 
 

@@ -38,9 +38,23 @@ def feed(collector, clip_ids, batch_size):
             [keys[c] for c in ids],
             text_embeds=text[caption_rows],
             text_to_audio=torch.arange(len(ids)).repeat_interleave(CAPTIONS),
+            tags=[[f"class{int(targets[c])}"] for c in ids],
+            captions=[f"{keys[c]}#{j}" for c in ids for j in range(CAPTIONS)],
             targets=targets[ids],
             folds=folds[ids],
         )
+
+
+def strings_follow_rows(result) -> bool:
+    """Tags follow their clip's row, captions their caption's row (and through it the clip's)."""
+    _, text, keys, targets, _ = make_dataset()
+    tags_ok = result.tags == [[f"class{int(targets[keys.index(k)])}"] for k in result.keys]
+    captions_ok = len(result.captions) == len(result.text_embeds)
+    for row, caption in enumerate(result.captions):
+        key, j = caption.split("#")
+        captions_ok &= result.keys[int(result.text_to_audio[row])] == key
+        captions_ok &= torch.equal(result.text_embeds[row], text[keys.index(key) * CAPTIONS + int(j)])
+    return bool(tags_ok and captions_ok)
 
 
 def single_process_metrics():
@@ -73,6 +87,7 @@ def test_single_process_globalises_indices_and_deduplicates():
         assert result.text_to_audio[matches[0]] == row_of_key[keys[clip]]
         assert torch.equal(result.audio_embeds[row_of_key[keys[clip]]], audio[clip])
     assert metrics_of(result) == pytest.approx(single_process_metrics())
+    assert strings_follow_rows(result)
     collector.reset()
     with pytest.raises(ValueError, match="no clips"):
         collector.compute()
@@ -86,7 +101,13 @@ def test_update_validation():
         collector.update(torch.zeros(1, 4), ["a"], text_embeds=torch.zeros(1, 4))
     with pytest.raises(ValueError, match="index the batch"):
         collector.update(torch.zeros(1, 4), ["a"], text_embeds=torch.zeros(1, 4), text_to_audio=torch.tensor([1]))
+    with pytest.raises(ValueError, match="tags has 2"):
+        collector.update(torch.zeros(1, 4), ["a"], tags=[["x"], ["y"]])
+    with pytest.raises(ValueError, match="captions must come with text_embeds"):
+        collector.update(torch.zeros(1, 4), ["a"], captions=["a caption"])
     collector.update(torch.zeros(1, 4), ["a"])
+    with pytest.raises(ValueError, match="in every batch or in none"):
+        collector.update(torch.zeros(1, 4), ["b"], tags=[["x"]])
     with pytest.raises(ValueError, match="every batch"):
         collector.update(torch.zeros(1, 4), ["b"], text_embeds=torch.zeros(1, 4), text_to_audio=torch.tensor([0]))
 
@@ -117,6 +138,7 @@ def _worker(rank, world_size, port, out_dir):
         torch.save(
             {
                 "metrics": metrics_of(result),
+                "strings_follow_rows": strings_follow_rows(result),
                 "keys": result.keys,
                 "zero_shot_keys": zero_shot.keys,
                 "zero_shot_targets": zero_shot.clip_fields["targets"],
@@ -136,6 +158,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert out["keys"] == sorted(make_dataset()[2])
         assert out["metrics"] == pytest.approx(expected, abs=1e-12)
+        assert out["strings_follow_rows"]
         _, _, keys, targets, _ = make_dataset()
         assert out["zero_shot_keys"] == sorted(keys) and not out["zero_shot_has_text"]
         assert out["zero_shot_targets"].tolist() == [int(targets[keys.index(k)]) for k in sorted(keys)]

@@ -1,0 +1,128 @@
+"""`python -m clap_train.evaluate` on shards and a checkpoint made here: outputs, and the same metrics
+as validation during training computed for that checkpoint and data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from clap_train.evaluate import evaluate
+from clap_train.training.run import build
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["data.prepare.num_train=16", "data.prepare.num_val=24", "data.prepare.samples_per_shard=16",
+        "data.prepare.duration=1.0", "data.clip_samples=16000", "data.batch_size=8", "data.num_workers=0",
+        "~logger"]
+
+
+def compose_config(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def validated_checkpoint(tmp_path_factory):
+    """The demo config shrunk: validate a fresh model as training does, save it as a checkpoint."""
+    tmp = tmp_path_factory.mktemp("eval_cli")
+    cfg = compose_config("train", [f"cache_dir={tmp / 'cache'}", f"run_dir={tmp / 'run'}", *TINY])
+    datamodule, module, trainer = build(cfg)
+    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    checkpoint = tmp / "run" / "checkpoints" / "model.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    return tmp, checkpoint, metrics
+
+
+def assert_same_metrics(evaluated: dict, validated: dict, set_name: str):
+    expected = {key.removeprefix("val/"): value for key, value in validated.items() if key.startswith("val/")}
+    assert set(evaluated) == set(expected)
+    for key, value in expected.items():
+        assert evaluated[key] == pytest.approx(value, abs=1e-6), key  # logged values are float32
+    assert all(key.startswith(f"{set_name}/") for key in evaluated)
+
+
+def test_zero_shot_validation_set_in_training(validated_checkpoint):
+    _, _, metrics = validated_checkpoint
+    assert {"val/synthetic/top1_acc", "val/synthetic/top5_acc", "val/synthetic/t2a_R@1"} <= set(metrics)
+    assert metrics["val/synthetic/num_clips"] == 24.0
+    assert 0.0 <= metrics["val/synthetic/top1_acc"] <= metrics["val/synthetic/top5_acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_cli_writes_report_and_matches_validation(validated_checkpoint):
+    tmp, checkpoint, validated = validated_checkpoint
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pattern = str(tmp / "cache" / "demo" / "val-{000000..000001}.tar")
+    run = subprocess.run(
+        [sys.executable, "-m", "clap_train.evaluate", f"checkpoint={checkpoint}",
+         f"data.val_shards.synthetic='{pattern}'", "evaluation=demo"],
+        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out_dir = checkpoint.parent / "eval"  # the default: next to the checkpoint
+    assert "synthetic  top1_acc" in run.stdout and str(out_dir / "report.html") in run.stdout
+    assert_same_metrics(json.loads((out_dir / "metrics.json").read_text()), validated, "synthetic")
+    page = (out_dir / "report.html").read_text()
+    assert "Text-to-audio examples: synthetic" in page and "Confusion matrix: synthetic" in page
+    assert page.count("<div class='query'") == 8 and "data:image/png;base64," in page
+    assert len(list((out_dir / "clips").glob("clip_*.wav"))) >= 1
+    assert "synthetic:" in (out_dir / "config.yaml").read_text()
+
+
+def test_in_process_defaults_to_the_checkpoints_sets(validated_checkpoint, tmp_path):
+    _, checkpoint, validated = validated_checkpoint
+    cfg = compose_config("evaluate", [f"checkpoint={checkpoint}", f"out_dir={tmp_path}", "report.num_queries=2"])
+    metrics = evaluate(cfg)
+    assert_same_metrics(metrics, validated, "synthetic")
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
+
+
+def test_explicit_zero_shot_set_and_label_file(validated_checkpoint, tmp_path):
+    tmp, checkpoint, _ = validated_checkpoint
+    labels = tmp_path / "labels.txt"
+    classes = ["sine tone", "square wave", "major chord", "rising chirp", "falling chirp", "white noise",
+               "brown noise", "unused class"]
+    labels.write_text("\n".join(classes))
+    cfg = compose_config("evaluate", [
+        f"checkpoint={checkpoint}", f"out_dir={tmp_path / 'out'}", "report.num_queries=1",
+        f"data.val_shards.sources={tmp / 'cache' / 'demo' / 'val-*.tar'}",
+        f"+evaluation.zeroshot.sources.label_file={labels}", "+evaluation.zeroshot.sources.retrieval=false",
+    ])
+    metrics = evaluate(cfg)
+    assert set(metrics) == {"sources/top1_acc", "sources/top5_acc", "sources/num_clips"}
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "unused class" in page and "Text-to-audio examples" not in page
+
+
+def test_missing_checkpoint_is_one_line_naming_it(tmp_path):
+    missing = tmp_path / "missing.ckpt"
+    run = subprocess.run(
+        [sys.executable, "-m", "clap_train.evaluate", f"checkpoint={missing}", f"out_dir={tmp_path / 'out'}"],
+        check=False, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=300,
+    )
+    output = (run.stdout + run.stderr).strip().splitlines()
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert output[-1].endswith(f"clap_train.evaluate: FileNotFoundError: checkpoint {missing} does not exist")
+
+
+def test_missing_shards_name_the_set(validated_checkpoint, tmp_path):
+    _, checkpoint, _ = validated_checkpoint
+    cfg = compose_config("evaluate", [f"checkpoint={checkpoint}", f"data.val_shards.clotho={tmp_path}/none-*.tar"])
+    with pytest.raises(FileNotFoundError, match="data.val_shards.clotho: no shards match"):
+        evaluate(cfg)
+    cfg = compose_config("evaluate", [f"checkpoint={checkpoint}", f"data.val_shards.clotho={tmp_path}/none-*.tar",
+                                      "+evaluation.zeroshot.esc50.multilabel=false"])
+    with pytest.raises(ValueError, match="evaluation.zeroshot.esc50: no validation set"):
+        evaluate(cfg)
+
+
+def test_checkpoint_carries_what_the_cli_needs(validated_checkpoint):
+    _, checkpoint, _ = validated_checkpoint
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["clap_train_config"]
+    assert stored["evaluation"]["zeroshot"]["synthetic"]["retrieval"] is True
+    assert stored["data"]["val_shards"]["synthetic"].endswith("val-*.tar")
