@@ -28,7 +28,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from clap_train.checkpoints.load import load_model
 from clap_train.data.datamodule import CLAPDataModule
-from clap_train.data.stages import CropPad, DecodeSample
+from clap_train.data.stages import ChooseCaption, FusionFeatures, sample_stages
 from clap_train.evaluation.report import sample_text_queries, write_report
 from clap_train.evaluation.tasks import zeroshot_tasks
 from clap_train.training.module import CLAPModule
@@ -36,8 +36,8 @@ from clap_train.training.module import CLAPModule
 log = logging.getLogger("clap_train.evaluate")
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException, MissingMandatoryValue)
 # preprocessing read from the checkpoint's training config when not given on the command line
-DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples", "truncation", "padding", "int16", "max_text_length",
-             "batch_size", "val_batch_size", "num_workers", "multiprocessing_context")
+DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples", "truncation", "padding", "int16", "fusion_frontend",
+             "max_text_length", "batch_size", "val_batch_size", "num_workers", "multiprocessing_context")
 REQUIRED_DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples")
 
 
@@ -98,29 +98,38 @@ def evaluation_sets(cfg: DictConfig, stored: dict | None) -> tuple[dict, dict]:
     return val_shards, zeroshot or (stored.get("evaluation") or {}).get("zeroshot") or {}
 
 
-def read_clip_audio(urls: list[str], keys: set[str], decode: DecodeSample, crop: CropPad) -> dict:
-    """{key: the (clip_samples,) waveform the model heard} for `keys`, scanning the shards once."""
+def read_clip_audio(urls: list[str], keys: set[str], stages: list, clip_samples: int) -> dict:
+    """{key: mono waveform (<= clip_samples,)} for `keys`, scanning the shards once.
+
+    `stages` are the set's evaluation sample stages; they are applied up to the crop, so the clip is
+    the window the model heard (fused models, which see the whole clip, show its first window).
+    """
     found = {}
     for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
-        if sample["__key__"] in keys:
-            found[sample["__key__"]] = crop(decode(sample))["wave"]
-            if len(found) == len(keys):
+        if sample["__key__"] not in keys:
+            continue
+        for stage in stages:
+            if isinstance(stage, (FusionFeatures, ChooseCaption)):
                 break
+            sample = stage(sample)
+        found[sample["key"]] = sample["wave"][:clip_samples]
+        if len(found) == len(keys):
+            break
     return found
 
 
 def write_outputs(cfg: DictConfig, datamodule: CLAPDataModule, module: CLAPModule, metrics: dict) -> Path:
     """The HTML report: sampled text queries with their top clips, confusion matrices of zero-shot sets."""
     query_sets, confusions = {}, {}
-    decode = DecodeSample(datamodule.sample_rate)
-    crop = CropPad(datamodule.clip_samples, datamodule.truncation, datamodule.padding, deterministic=True)
+    stages = sample_stages(**datamodule.stage_args, train=False)
     for name, result in module.last_results.items():
         sets = result.embeddings
         if sets.text_embeds is not None and sets.captions is not None and f"{name}/t2a_R@1" in metrics:
             queries = sample_text_queries(sets.audio_embeds, sets.text_embeds, sets.text_to_audio, sets.keys,
                                           sets.captions, cfg.report.num_queries, cfg.report.top_k, cfg.report.seed)
             shown = {hit.key for query in queries for hit in query.retrieved}
-            query_sets[name] = (queries, read_clip_audio(datamodule.val_urls[name], shown, decode, crop))
+            query_sets[name] = (queries, read_clip_audio(datamodule.val_urls[name], shown, stages,
+                                                            datamodule.clip_samples))
         if result.confusion is not None:
             confusions[name] = (result.confusion.numpy(), result.class_names)
     return write_report(cfg.out_dir, metrics, sample_rate=datamodule.sample_rate, confusions=confusions,
@@ -184,9 +193,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def datamodule_settings(datamodule: CLAPDataModule) -> dict:
     """The preprocessing the evaluation actually used, for the written config."""
-    return {"tokenizer": datamodule.tokenizer_path, "sample_rate": datamodule.sample_rate,
-            "clip_samples": datamodule.clip_samples, "truncation": datamodule.truncation,
-            "padding": datamodule.padding, "int16": datamodule.int16, "max_text_length": datamodule.max_text_length}
+    settings = {key: value for key, value in datamodule.stage_args.items() if key != "caption_probs"}
+    return {"tokenizer": datamodule.tokenizer_path, "max_text_length": datamodule.max_text_length, **settings}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
