@@ -123,10 +123,10 @@ def write_outputs(cfg: DictConfig, datamodule: CLAPDataModule, module: CLAPModul
     query_sets, confusions = {}, {}
     stages = sample_stages(**datamodule.stage_args, train=False)
     for name, result in module.last_results.items():
-        sets = result.embeddings
-        if sets.text_embeds is not None and sets.captions is not None and f"{name}/t2a_R@1" in metrics:
-            queries = sample_text_queries(sets.audio_embeds, sets.text_embeds, sets.text_to_audio, sets.keys,
-                                          sets.captions, cfg.report.num_queries, cfg.report.top_k, cfg.report.seed)
+        found = result.embeddings
+        if found.text_embeds is not None and found.captions is not None and f"{name}/t2a_R@1" in metrics:
+            queries = sample_text_queries(found.audio_embeds, found.text_embeds, found.text_to_audio, found.keys,
+                                          found.captions, cfg.report.num_queries, cfg.report.top_k, cfg.report.seed)
             shown = {hit.key for query in queries for hit in query.retrieved}
             query_sets[name] = (queries, read_clip_audio(datamodule.val_urls[name], shown, stages,
                                                             datamodule.clip_samples))

@@ -15,7 +15,10 @@ from clap_train.training.checkpointing import AtomicCheckpointIO
 from clap_train.training.module import CLAPModule
 
 log = logging.getLogger(__name__)
-SUMMARY_METRICS = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10", "top1_acc", "top5_acc", "mAP")
+SUMMARY_METRICS = {
+    "retrieval": ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10"),
+    "zero-shot": ("top1_acc", "top5_acc", "mAP"),
+}
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -61,16 +64,17 @@ def format_summary(before: dict | None, after: dict, val_names: list[str]) -> st
     lines = []
     for name in val_names:
         num_clips = int(after.get(f"val/{name}/num_clips", 0))
-        lines.append(f"validation set '{name}' ({num_clips} held-out clips)")
-        lines.append(f"  {'metric':<10} {'chance':>8} {'before':>8} {'after':>8}")
-        for metric in SUMMARY_METRICS:
-            key = f"val/{name}/{metric}"
-            if key not in after:
+        for task, metrics in SUMMARY_METRICS.items():
+            keys = [(metric, f"val/{name}/{metric}") for metric in metrics if f"val/{name}/{metric}" in after]
+            if not keys:
                 continue
-            # retrieval R@k by chance: k of the clips; zero-shot chance depends on the classes, not shown
-            chance = f"{min(1.0, int(metric.split('@')[1]) / max(num_clips, 1)):.3f}" if "@" in metric else "-"
-            b = f"{before[key]:.3f}" if before and key in before else "-"
-            lines.append(f"  {metric:<10} {chance:>8} {b:>8} {after[key]:>8.3f}")
+            lines.append(f"{task} on '{name}' ({num_clips} held-out clips)")
+            lines.append(f"  {'metric':<10} {'chance':>8} {'before':>8} {'after':>8}")
+            for metric, key in keys:
+                # R@k by chance is k of the clips; zero-shot chance depends on the classes: not shown
+                chance = f"{min(1.0, int(metric.split('@')[1]) / max(num_clips, 1)):.3f}" if "@" in metric else "-"
+                b = f"{before[key]:.3f}" if before and key in before else "-"
+                lines.append(f"  {metric:<10} {chance:>8} {b:>8} {after[key]:>8.3f}")
     return "\n".join(lines)
 
 
