@@ -129,17 +129,17 @@ class SetResult:
 
 
 def evaluate_set(name: str, embeddings: EmbeddingSet, task: ZeroShotTask | None,
-                 text_embed_fn: Callable[[list[str]], torch.Tensor]) -> SetResult:
+                 text_embed_fn: Callable[[list[str]], torch.Tensor] | None) -> SetResult:
     """Score a gathered set: retrieval unless `task.retrieval` is False, zero-shot when `task` is given.
 
     Args:
         name: the set's name, used in error messages.
         embeddings: the full de-duplicated set (`EmbeddingCollector.compute`); zero-shot needs `tags`.
         task: the set's zero-shot task or None (retrieval only).
-        text_embed_fn: list of N prompts -> (N, D) text embeddings (only called for zero-shot).
+        text_embed_fn: list of N prompts -> (N, D) text embeddings; needed (and called) for zero-shot only.
 
     Raises:
-        ValueError: naming the set when it lacks captions (retrieval) or tags (zero-shot).
+        ValueError: naming the set when it lacks captions (retrieval), tags or a text_embed_fn (zero-shot).
     """
     metrics: dict[str, float] = {}
     if task is None or task.retrieval:
@@ -150,6 +150,8 @@ def evaluate_set(name: str, embeddings: EmbeddingSet, task: ZeroShotTask | None,
     if task is not None:
         if embeddings.tags is None:
             raise ValueError(f"validation set {name!r}: zero-shot needs the clips' tags in the batches")
+        if text_embed_fn is None:
+            raise ValueError(f"validation set {name!r}: zero-shot needs a tokenizer (the datamodule's) for prompts")
         try:
             class_names, targets = task.classes_and_targets(embeddings.tags)
         except ValueError as error:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
+from torch.distributed.fsdp import register_fsdp_forward_method
 
 from clap_train.distributed.parallelize import parallelize, shard_module
 from clap_train.evaluation.collect import EmbeddingCollector
@@ -88,7 +89,10 @@ class CLAPModule(L.LightningModule):
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
         if mesh is not None:
-            shard_module(self.loss, mesh)
+            if self.loss is not None:  # None when only evaluating
+                shard_module(self.loss, mesh)
+            # zero-shot validation calls encode_text outside forward: it must gather the root's shards too
+            register_fsdp_forward_method(self.model, "encode_text")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["clap_train_config"] = self.config
@@ -156,7 +160,9 @@ class CLAPModule(L.LightningModule):
                                                captions=batch.get("captions"))
 
     def on_validation_epoch_end(self) -> None:
-        text_embedder = TextEmbedder(self.model, self.trainer.datamodule.tokenizer, self.device)
+        # zero-shot prompts are tokenised like the captions: with the datamodule's tokenizer
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        text_embedder = TextEmbedder(self.model, tokenizer, self.device) if tokenizer is not None else None
         for name, collector in zip(self.val_names, self.collectors):
             embeddings = collector.compute()
             collector.reset()
