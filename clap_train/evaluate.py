@@ -73,6 +73,8 @@ def data_settings(cfg: DictConfig, stored: dict | None, model) -> dict:
     settings.update({key: value for key, value in cfg.data.items() if key != "val_shards" and value is not None})
     if "sample_rate" not in settings and hasattr(getattr(model, "frontend", None), "sample_rate"):
         settings["sample_rate"] = model.frontend.sample_rate
+    if "clip_samples" not in settings and getattr(model, "clip_samples", None) is not None:
+        settings["clip_samples"] = model.clip_samples  # the model's audio window
     if "tokenizer" not in settings and Path(cfg.checkpoint).is_dir():
         settings["tokenizer"] = cfg.checkpoint  # a transformers folder holds its tokenizer.json
     for key in REQUIRED_DATA_KEYS:

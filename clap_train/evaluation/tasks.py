@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from clap_train.evaluation.collect import EmbeddingSet
 from clap_train.evaluation.retrieval import retrieval_metrics
@@ -179,9 +180,19 @@ class TextEmbedder:
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        embeds = []
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(texts[start : start + self.batch_size])
-            embeds.append(self.model.encode_text(tokens["input_ids"].to(self.device),
-                                                 tokens["attention_mask"].to(self.device)).float().cpu())
+        # Under FSDP2 `encode_text` is not `forward`, so the root's own parameters (projection heads)
+        # are gathered here explicitly; the towers gather theirs in their forward hooks. A collective:
+        # every rank must embed the same prompts.
+        sharded = isinstance(self.model, FSDPModule)
+        if sharded:
+            self.model.unshard()
+        try:
+            embeds = []
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(texts[start : start + self.batch_size])
+                embeds.append(self.model.encode_text(tokens["input_ids"].to(self.device),
+                                                     tokens["attention_mask"].to(self.device)).float().cpu())
+        finally:
+            if sharded:
+                self.model.reshard()
         return torch.cat(embeds)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
-from torch.distributed.fsdp import register_fsdp_forward_method
 
 from clap_train.distributed.parallelize import parallelize, shard_module
 from clap_train.evaluation.collect import EmbeddingCollector
@@ -88,11 +87,8 @@ class CLAPModule(L.LightningModule):
             raise ValueError("training.contrastive_accumulation > 1 is supported with DDP or one device, not FSDP")
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
-        if mesh is not None:
-            if self.loss is not None:  # None when only evaluating
-                shard_module(self.loss, mesh)
-            # zero-shot validation calls encode_text outside forward: it must gather the root's shards too
-            register_fsdp_forward_method(self.model, "encode_text")
+        if mesh is not None and self.loss is not None:  # the loss is None when only evaluating
+            shard_module(self.loss, mesh)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["clap_train_config"] = self.config

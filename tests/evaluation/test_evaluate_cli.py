@@ -16,7 +16,7 @@ from clap_train.training.run import build
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["data.prepare.num_train=16", "data.prepare.num_val=24", "data.prepare.samples_per_shard=16",
-        "data.prepare.duration=1.0", "data.clip_samples=16000", "data.batch_size=8", "data.num_workers=0",
+        "data.prepare.duration=1.0", "model.clip_samples=16000", "data.batch_size=8", "data.num_workers=0",
         "~logger"]
 
 
