@@ -1,5 +1,5 @@
-"""TextEmbedder (zero-shot prompts) on an FSDP2-sharded model: 2 gloo ranks equal the unsharded model,
-and training forward/backward still works afterwards."""
+"""TextEmbedder (zero-shot prompts) on an FSDP2-sharded model between training steps: 2 gloo ranks
+equal the unsharded model, and training forward/backward still works afterwards."""
 
 import pytest
 import torch
@@ -19,17 +19,16 @@ class CharTokenizer:
 
 def _embed_sharded(rank: int, world_size: int) -> None:
     texts = ["abcde", "xyzuv", "hello"]
-    model = make_model().eval()
+    model = make_model()  # dropout 0: train and eval modes agree
     expected = TextEmbedder(model, CharTokenizer(), torch.device("cpu"))(texts)
     parallelize(model, init_device_mesh("cpu", (world_size,)), fsdp=True)
     batch = make_batch(4, rank)
-    with torch.no_grad():
-        model(batch)  # validation_step's forward comes first (FSDP's lazy initialisation)
-        embeds = TextEmbedder(model, CharTokenizer(), torch.device("cpu"), batch_size=2)(texts)
-    assert torch.allclose(embeds, expected, atol=1e-6)
-    model.train()
-    out = model(batch)
-    (out["audio_embeds"] * out["text_embeds"] * model.logit_scale_a.exp()).sum().backward()
+    for _ in range(2):  # a training forward/backward (which reshards the root's parameters), then embed
+        out = model(batch)
+        (out["audio_embeds"] * out["text_embeds"] * model.logit_scale_a.exp()).sum().backward()
+        with torch.no_grad():
+            embeds = TextEmbedder(model, CharTokenizer(), torch.device("cpu"), batch_size=2)(texts)
+        assert torch.allclose(embeds, expected, atol=1e-6)
 
 
 @pytest.mark.slow
