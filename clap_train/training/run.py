@@ -10,16 +10,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from clap_train.training.checkpointing import AtomicCheckpointIO
+from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
 from clap_train.training.module import CLAPModule
+from clap_train.training.resume import apply_wandb_resume, checkpoint_step, resolve_resume_checkpoint
 
 log = logging.getLogger(__name__)
 SUMMARY_METRICS = ("t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10")
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    path = run_dir / "checkpoints" / "last.ckpt"
-    return path if path.exists() else None  # a file, or a sharded (DCP) directory under FSDP
 
 
 def build(cfg: DictConfig):
@@ -38,9 +34,11 @@ def build(cfg: DictConfig):
         val_names=datamodule.val_names,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [RunMetadata()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    for run_logger in trainer.loggers:
+        run_logger.log_hyperparams(module.config)
     return datamodule, module, trainer
 
 
@@ -60,19 +58,21 @@ def format_summary(before: dict | None, after: dict, val_names: list[str]) -> st
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` when present.
+    """Fit the configured model, resuming from the run directory's newest checkpoint (`training/resume.py`).
 
     Returns {'before': metrics or None, 'after': metrics}; also written to `<run_dir>/summary.json`.
     """
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    apply_wandb_resume(cfg)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
-    ckpt_path = last_checkpoint(run_dir)
+    ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
     before = None
     if ckpt_path is not None:
-        log.info("resuming from %s", ckpt_path)
+        datamodule.start_step = checkpoint_step(ckpt_path)  # continue the data stream instead of replaying it
+        log.info("resuming from %s (global step %d)", ckpt_path, datamodule.start_step)
     elif cfg.eval_before_training:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
