@@ -11,8 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
-from clap_train.training.checkpointing import AtomicCheckpointIO
+from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
 from clap_train.training.module import CLAPModule
+from clap_train.training.resume import apply_wandb_resume, checkpoint_step, resolve_resume_checkpoint
 
 log = logging.getLogger(__name__)
 SUMMARY_METRICS = {
@@ -21,16 +22,11 @@ SUMMARY_METRICS = {
 }
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    path = run_dir / "checkpoints" / "last.ckpt"
-    return path if path.exists() else None  # a file, or a sharded (DCP) directory under FSDP
-
-
 def build(cfg: DictConfig):
     """Instantiate datamodule, LightningModule and Trainer from the config."""
     datamodule = instantiate(cfg.data)
     zeroshot = zeroshot_tasks(cfg.evaluation.zeroshot, datamodule.val_names)
-    check_best_metric(cfg.best_metric, metric_keys(datamodule.val_names, zeroshot))
+    check_best_metric(cfg.best_metric, datamodule.val_names, metric_keys(datamodule.val_names, zeroshot))
     model = instantiate(cfg.model)
     module = CLAPModule(
         model=model,
@@ -45,19 +41,25 @@ def build(cfg: DictConfig):
         zeroshot=zeroshot,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [RunMetadata()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    for run_logger in trainer.loggers:
+        run_logger.log_hyperparams(module.config)
     return datamodule, module, trainer
 
 
-def check_best_metric(best_metric: DictConfig, keys: list[str]) -> None:
-    """Raise ValueError naming best_metric.monitor / .mode unless validation logs that metric."""
+def check_best_metric(best_metric: DictConfig, val_names: list[str], keys: list[str]) -> None:
+    """Raise ValueError naming the best_metric field unless validation logs that metric."""
     if best_metric.mode not in ("min", "max"):
         raise ValueError(f"best_metric.mode must be 'min' or 'max', got {best_metric.mode!r}")
-    if keys and best_metric.monitor not in keys:
-        raise ValueError(f"best_metric.monitor {best_metric.monitor!r} is not logged by validation; "
-                         f"choose one of {keys}")
+    if not val_names:
+        return
+    if best_metric.val_set is not None and best_metric.val_set not in val_names:
+        raise ValueError(f"best_metric.val_set {best_metric.val_set!r} is not a validation set; the sets are {val_names}")
+    monitor = f"val/{best_metric.val_set or val_names[0]}/{best_metric.metric}"
+    if monitor not in keys:
+        raise ValueError(f"best_metric.metric: {monitor!r} is not logged by validation; choose one of {keys}")
 
 
 def format_summary(before: dict | None, after: dict, val_names: list[str]) -> str:
@@ -79,19 +81,21 @@ def format_summary(before: dict | None, after: dict, val_names: list[str]) -> st
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` when present.
+    """Fit the configured model, resuming from the run directory's newest checkpoint (`training/resume.py`).
 
     Returns {'before': metrics or None, 'after': metrics}; also written to `<run_dir>/summary.json`.
     """
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    apply_wandb_resume(cfg)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
-    ckpt_path = last_checkpoint(run_dir)
+    ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
     before = None
     if ckpt_path is not None:
-        log.info("resuming from %s", ckpt_path)
+        datamodule.start_step = checkpoint_step(ckpt_path)  # continue the data stream instead of replaying it
+        log.info("resuming from %s (global step %d)", ckpt_path, datamodule.start_step)
     elif cfg.eval_before_training:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -75,9 +75,13 @@ def test_bad_specs_and_sets_name_the_problem(tmp_path):
 
 
 def test_best_metric_must_be_logged_by_validation():
-    keys = metric_keys(["synthetic"], {"synthetic": ZeroShotTask()})
-    check_best_metric(OmegaConf.create({"monitor": "val/synthetic/top1_acc", "mode": "max"}), keys)
-    with pytest.raises(ValueError, match="best_metric.monitor 'val/clotho/t2a_R@1' is not logged"):
-        check_best_metric(OmegaConf.create({"monitor": "val/clotho/t2a_R@1", "mode": "max"}), keys)
+    names = ["synthetic"]
+    keys = metric_keys(names, {"synthetic": ZeroShotTask()})
+    best = {"metric": "top1_acc", "val_set": None, "mode": "max"}
+    check_best_metric(OmegaConf.create(best), names, keys)
+    with pytest.raises(ValueError, match="best_metric.val_set 'clotho' is not a validation set"):
+        check_best_metric(OmegaConf.create({**best, "val_set": "clotho"}), names, keys)
+    with pytest.raises(ValueError, match="best_metric.metric: 'val/synthetic/R@1' is not logged"):
+        check_best_metric(OmegaConf.create({**best, "metric": "R@1"}), names, keys)
     with pytest.raises(ValueError, match="best_metric.mode"):
-        check_best_metric(OmegaConf.create({"monitor": "val/synthetic/top1_acc", "mode": "up"}), keys)
+        check_best_metric(OmegaConf.create({**best, "mode": "up"}), names, keys)
