@@ -21,6 +21,15 @@ from torch import nn
 from clap_train.distributed.gather import all_gather_no_grad, all_gather_with_grad, scale_grad, world_info
 
 
+def check_paired(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
+    """Contrastive losses pair row i of audio with row i of text; raise ValueError otherwise."""
+    if audio_embeds.shape != text_embeds.shape:
+        raise ValueError(
+            f"audio_embeds {tuple(audio_embeds.shape)} and text_embeds {tuple(text_embeds.shape)} must be "
+            "paired row by row"
+        )
+
+
 class ClipLoss(nn.Module):
     """0.5 * [CE(audio->text) + CE(text->audio)] over features gathered from every rank.
 
@@ -78,11 +87,7 @@ class ClipLoss(nn.Module):
         logit_scale_t: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scalar loss; see the module docstring for what it equals per rank."""
-        if audio_embeds.shape != text_embeds.shape:
-            raise ValueError(
-                f"audio_embeds {tuple(audio_embeds.shape)} and text_embeds {tuple(text_embeds.shape)} must be "
-                "paired row by row"
-            )
+        check_paired(audio_embeds, text_embeds)
         rank, world_size = world_info()
         scale = logit_scale_a.exp()
         all_audio = self._gather(audio_embeds, rank, world_size)  # (N, D)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clap_train.distributed.gather import all_gather_with_grad, world_info
+from clap_train.losses.contrastive import check_paired
 
 RECOMMENDED_LOGIT_SCALE_INIT = math.log(10.0)
 """The paper's temperature init t' = log 10, i.e. exp(logit_scale_a) = 10 at the start of training."""
@@ -55,11 +56,7 @@ class SigLipLoss(nn.Module):
         logit_scale_t: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scalar L_r; its mean over ranks is the global-batch loss L (see the module docstring)."""
-        if audio_embeds.shape != text_embeds.shape:
-            raise ValueError(
-                f"audio_embeds {tuple(audio_embeds.shape)} and text_embeds {tuple(text_embeds.shape)} must be "
-                "paired row by row"
-            )
+        check_paired(audio_embeds, text_embeds)
         rank, _ = world_info()
         num_local = audio_embeds.shape[0]
         all_text = all_gather_with_grad(text_embeds)  # (N, D)
