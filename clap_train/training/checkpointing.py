@@ -38,6 +38,29 @@ log = logging.getLogger(__name__)
 SLOW_REPLACE_ENV = "CLAP_TEST_SLOW_CHECKPOINT_REPLACE_S"
 
 
+def swap_in_directory(new: Path, path: Path) -> None:
+    """Replace the directory (or file) `path` by the complete directory `new` with two renames.
+
+    `path` -> `path.old`, `new` -> `path`, then `path.old` is deleted. A kill between the renames
+    leaves the previous checkpoint complete at `path.old`; `recover_swapped(path)` puts it back.
+    """
+    old = path.with_name(path.name + ".old")
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def recover_swapped(path: Path) -> None:
+    """Undo a `swap_in_directory` interrupted between its two renames."""
+    old = path.with_name(path.name + ".old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to `<path>.tmp`, fsync, then `os.replace` onto the final name (atomic on POSIX).
 

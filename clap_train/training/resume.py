@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
+from clap_train.training.checkpointing import recover_swapped
 from clap_train.training.loggers import WANDB_SCHEME, download_wandb_checkpoint, parse_wandb_url
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ WANDB_LOGGER_TARGET = "clap_train.training.loggers.wandb_logger"
 def local_checkpoints(run_dir: Path) -> list[Path]:
     """`last.ckpt` and Lightning's `hpc_ckpt_*.ckpt` of a run directory (files, or sharded DCP
     directories under FSDP), oldest first (by mtime)."""
+    recover_swapped(run_dir / "checkpoints" / "last.ckpt")  # a sharded save killed mid-swap
     candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
     return sorted((p for p in candidates if p.exists()), key=lambda p: p.stat().st_mtime_ns)
 

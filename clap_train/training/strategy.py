@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from lightning.pytorch.strategies import ModelParallelStrategy
+
+from clap_train.training.checkpointing import swap_in_directory
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -27,6 +32,25 @@ class FSDP2Strategy(ModelParallelStrategy):
             process_group_backend=process_group_backend,
             **kwargs,
         )
+
+    def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
+        """Sharded saves are atomic too: every rank writes into `<name>.tmp/`, then rank 0 swaps it in.
+
+        Lightning's own save writes the shards into the existing directory in place, so a kill during
+        a save would leave a mix of two steps.
+        """
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(str(filepath)))
+        tmp = path.with_name(path.name + ".tmp")
+        if self.global_rank == 0 and tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        self.barrier("fsdp2_checkpoint_tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        self.barrier("fsdp2_checkpoint_written")
+        if self.global_rank == 0:
+            swap_in_directory(tmp, path)
+        self.barrier("fsdp2_checkpoint_swapped")
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes
