@@ -129,8 +129,10 @@ class ToMono:
     """'wave' (L, C) numpy -> (L,) float32 tensor, the mean of the channels."""
 
     def __call__(self, sample: dict) -> dict:
-        wave = torch.from_numpy(np.ascontiguousarray(sample["wave"]))
-        sample["wave"] = wave.mean(dim=1) if wave.dim() == 2 else wave  # (L,)
+        wave = torch.from_numpy(sample["wave"])  # shares memory with the decoded array
+        if wave.dim() == 2:  # (L, C); one channel: column 0 is already a contiguous (L,) view
+            wave = wave[:, 0] if wave.shape[1] == 1 else wave.mean(dim=1)
+        sample["wave"] = wave  # (L,)
         return sample
 
 
