@@ -95,19 +95,24 @@ class LogMelFrontend(nn.Module):
         if waveform.dim() != 2 or waveform.shape[1] <= half:
             raise ValueError(f"waveform must be (B, L) with L > {half}, got shape {tuple(waveform.shape)}")
         wave = waveform.to(self.window.dtype)
-        # Centred reflect padding, as torch.stft(center=True, pad_mode="reflect"), without padding the middle.
-        padded = torch.cat([wave[:, 1:half + 1].flip(-1), wave, wave[:, -half - 1:-1].flip(-1)], dim=1)
-        frames = padded.unfold(1, self.n_fft, self.hop_length)  # (B, T, n_fft) strided view, no copy
         if wave.device.type != "cpu":
-            mel = self._mel_power(frames)
-        else:  # blocks of frames whose spectra stay in cache: 2-3x faster per clip than whole batches on one core
-            num_clips, num_frames, _ = frames.shape
-            mel = frames.new_empty(num_clips, num_frames, self.n_mels)
+            mel = self._mel_power(self._frames(wave))
+        else:  # one clip, and blocks of frames whose spectra stay in cache: 2-5x faster per clip on one core
+            num_clips, num_frames = wave.shape[0], self.num_frames(wave.shape[1])
+            mel = wave.new_empty(num_clips, num_frames, self.n_mels)
             for clip in range(num_clips):
+                frames = self._frames(wave[clip:clip + 1])[0]  # (T, n_fft)
                 for first in range(0, num_frames, CPU_FRAMES_PER_BLOCK):
                     block = slice(first, first + CPU_FRAMES_PER_BLOCK)
-                    mel[clip, block] = self._mel_power(frames[clip, block])
+                    mel[clip, block] = self._mel_power(frames[block])
         return (10.0 * torch.log10(mel.clamp_min(1e-10))).float().unsqueeze(1)  # (B, 1, T, n_mels)
+
+    def _frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L // hop + 1, n_fft) strided view of the centred, reflect-padded waveform
+        (as torch.stft(center=True, pad_mode="reflect")); only the padded copy is allocated."""
+        half = self.n_fft // 2
+        padded = torch.cat([wave[:, 1:half + 1].flip(-1), wave, wave[:, -half - 1:-1].flip(-1)], dim=1)
+        return padded.unfold(1, self.n_fft, self.hop_length)
 
     def _mel_power(self, frames: torch.Tensor) -> torch.Tensor:
         """(..., frames, n_fft) -> (..., frames, n_mels) mel power; only the bins the filters use."""
