@@ -48,7 +48,7 @@ def make_clips(num_clips: int, seconds: float) -> list[np.ndarray]:
             .astype(np.float32) for _ in range(num_clips)]
 
 
-def interleaved_rates(paths: dict, rounds: int = 3) -> dict[str, float]:
+def interleaved_rates(paths: dict, rounds: int = 5) -> dict[str, float]:
     """Best clips/s of each path over `rounds`; the paths alternate within a round, so a load change on
     the shared machine hits all of them alike. `paths`: name -> (fn, num_clips)."""
     for fn, _ in paths.values():
@@ -63,9 +63,11 @@ def interleaved_rates(paths: dict, rounds: int = 3) -> dict[str, float]:
 
 
 def steady_worker_rate(loader, batch_size: int, num_workers: int) -> float:
-    """clips/s per worker after the first batch (worker start-up excluded)."""
+    """clips/s per worker in steady state: timing starts once every worker has delivered its first batch
+    (the DataLoader takes batches from the workers in turn), so worker start-up is excluded."""
     iterator = iter(loader)
-    next(iterator)
+    for _ in range(num_workers):
+        next(iterator)
     start, count = time.perf_counter(), 0
     for batch in iterator:
         count += len(batch["key"])
@@ -135,7 +137,7 @@ def main() -> None:
         })
         if args.workers > 0:
             name = f"loader, {args.workers} workers, no log-mel, per worker"
-            results[name] = steady_worker_rate(loader(args.workers, 3 * per_pass), args.batch_size, args.workers)
+            results[name] = steady_worker_rate(loader(args.workers, 6 * per_pass), args.batch_size, args.workers)
 
     print(f"{args.clips} clips of {args.seconds:g} s at 48 kHz, torch threads 1, {os.cpu_count()} cores (shared machine)")
     print(f"{'path':<44} {'clips/s':>9} {'vs extractor':>13}")

@@ -34,6 +34,8 @@ def pad_to_length(wave: torch.Tensor, length: int, padding: str) -> torch.Tensor
     num_samples = wave.shape[0]
     if num_samples > length:
         raise ValueError(f"clip of {num_samples} samples is longer than {length}")
+    if num_samples == length:
+        return wave.clone()
     if padding == "repeat":
         wave = wave.repeat(length // num_samples + 1)[:length]
     elif padding == "repeatpad":
@@ -81,4 +83,4 @@ def int16_roundtrip(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
     """LAION's waveform quantisation (CLAP_SPEC §2.5): clip to [-1, 1], scale by 32767, truncate toward
     zero to int16, divide by 32767. HF skips it; LAION applied it in training and its inference hook."""
     tensor = as_mono_tensor(wave)
-    return (tensor.clamp(-1.0, 1.0) * 32767.0).to(torch.int16).to(torch.float32) / 32767.0
+    return tensor.clamp(-1.0, 1.0).mul_(32767.0).to(torch.int16).to(torch.float32).div_(32767.0)

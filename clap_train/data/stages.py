@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from torch.utils.data import default_collate
 
 from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_roundtrip
 from clap_train.data.fusion_features import build_fusion_features
@@ -129,8 +130,10 @@ class ToMono:
     """'wave' (L, C) numpy -> (L,) float32 tensor, the mean of the channels."""
 
     def __call__(self, sample: dict) -> dict:
-        wave = torch.from_numpy(np.ascontiguousarray(sample["wave"]))
-        sample["wave"] = wave.mean(dim=1) if wave.dim() == 2 else wave  # (L,)
+        wave = torch.from_numpy(sample["wave"])  # shares memory with the decoded array
+        if wave.dim() == 2:  # (L, C); one channel: column 0 is already a contiguous (L,) view
+            wave = wave[:, 0] if wave.shape[1] == 1 else wave.mean(dim=1)
+        sample["wave"] = wave  # (L,)
         return sample
 
 
@@ -268,10 +271,11 @@ class Collate:
             texts += sample["texts"]
             text_to_audio += [i] * len(sample["texts"])
         batch = self.tokenizer(texts)  # input_ids, attention_mask: (N, max_length)
+        # default_collate stacks straight into shared memory inside a dataloader worker: no copy on the way out.
         if "features" in samples[0]:
-            batch["features"] = torch.stack([s["features"] for s in samples])  # (B, 4, T, F)
+            batch["features"] = default_collate([s["features"] for s in samples])  # (B, 4, T, F)
         else:
-            batch["waveform"] = torch.stack([s["wave"] for s in samples])  # (B, clip_samples)
+            batch["waveform"] = default_collate([s["wave"] for s in samples])  # (B, clip_samples)
         batch["is_longer"] = torch.tensor([s["is_longer"] for s in samples], dtype=torch.bool)
         batch["text_to_audio"] = torch.tensor(text_to_audio, dtype=torch.long)
         batch["key"] = [s["key"] for s in samples]

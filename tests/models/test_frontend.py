@@ -153,6 +153,21 @@ def test_double_precision_frontend_is_closer_to_hf():
     assert np.abs(ours[0, 0].numpy() - reference[0]).max() < 2e-5
 
 
+@pytest.mark.parametrize("n_mels", [1, 3, 64])
+def test_cpu_blocks_and_whole_batch_paths_match_torch_stft(n_mels):
+    """The CPU path (one clip, blocks of frames, banded mel projection) and the accelerator path (whole
+    batch at once, taken here through `_frames` / `_mel_power` on CPU) both equal torch.stft + dense mel."""
+    frontend = LogMelFrontend(SR, 1024, 480, n_mels, 50, 14000, "slaney", "slaney")
+    wave = torch.from_numpy(np.stack([_audio(SR * 7 // 5, seed) for seed in range(3)]))  # (3, L): 281 frames
+    spec = torch.stft(wave, 1024, 480, window=frontend.window, center=True, pad_mode="reflect", return_complex=True)
+    reference = 10 * torch.log10(((spec.abs() ** 2).transpose(1, 2) @ frontend.mel_fbank).clamp_min(1e-10))
+    whole_batch = 10 * torch.log10(frontend._mel_power(frontend._frames(wave)).clamp_min(1e-10))
+    assert torch.allclose(frontend(wave)[:, 0], reference, atol=1e-3)
+    assert torch.allclose(whole_batch, reference, atol=1e-3)
+    with pytest.raises(ValueError, match="waveform"):
+        frontend(wave[0])
+
+
 def test_crop_or_pad_modes():
     wave = np.arange(1, 4, dtype=np.float32)  # [1, 2, 3]
     assert pad_to_length(torch.from_numpy(wave), 8, "repeatpad").tolist() == [1, 2, 3, 1, 2, 3, 0, 0]

