@@ -26,11 +26,39 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, window * window, channels)
 
 
-def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
-    """(B, nW, window*window, C) -> (B, H, W, C); inverse of `window_partition`."""
-    batch, _, _, channels = windows.shape
-    x = windows.view(batch, height // window, width // window, window, window, channels)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels)
+def window_order(size: int, window: int, shift: int = 0, device: torch.device | None = None) -> torch.Tensor:
+    """(size*size,) row-major grid positions listed window by window, after rolling the grid by -shift on
+    both axes: the token order in which each run of window*window tokens is one (shifted) attention window."""
+    grid = torch.arange(size * size, device=device).view(1, size, size, 1)
+    if shift:
+        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
+    return window_partition(grid, window).flatten()
+
+
+def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    """(T,) permutation -> (T,) its inverse: inverse[order[i]] = i."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return inverse
+
+
+class _GatherTokens(torch.autograd.Function):
+    """x[:, index] for a permutation `index`; the backward is the inverse gather, not a scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) -> (B, T, C) reordered as x[:, index]; `inverse` = inverse_permutation(index)."""
+    return _GatherTokens.apply(x, index, inverse)
 
 
 def relative_position_index(window: int, device: torch.device | None = None) -> torch.Tensor:
@@ -88,8 +116,9 @@ class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a learned relative position bias.
 
     Forward: windows (B, nW, N, C), mask (nW, N, N) additive or None -> (B, nW, N, C).
-    Windows are folded into the head axis so one broadcastable float mask (bias + shift mask)
-    serves the whole batch in `scaled_dot_product_attention`.
+    Attention runs in `scaled_dot_product_attention` on a free 4-D view of (B, nW, heads, N, d): without a
+    shift mask as (B*nW, heads) against the (1, heads, N, N) bias, with one as (B, nW*heads) against the
+    (1, nW*heads, N, N) bias + mask; either float mask broadcasts over the batch and is never expanded.
     """
 
     def __init__(self, dim: int, num_heads: int, window: int):
@@ -103,12 +132,16 @@ class WindowAttention(nn.Module):
         batch, num_windows, tokens, dim = windows.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         qkv = self.qkv(windows).view(batch, num_windows, tokens, 3, heads, head_dim)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, batch, num_windows * heads, tokens, head_dim)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).contiguous()  # 3 x (B, nW, h, N, d)
         index = relative_position_index(self.window, windows.device)
         bias = self.relative_position_bias_table[index.view(-1)].view(tokens, tokens, heads).permute(2, 0, 1)
-        bias = bias.unsqueeze(0) if mask is None else bias.unsqueeze(0) + mask.unsqueeze(1)  # (nW or 1, h, N, N)
-        bias = bias.expand(num_windows, heads, tokens, tokens).reshape(1, num_windows * heads, tokens, tokens)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B, nW*h, N, d)
+        if mask is None:
+            groups, bias = batch * num_windows, bias.unsqueeze(0)  # (1, h, N, N)
+        else:
+            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, -1, tokens, tokens)  # (1, nW*h, N, N)
+            groups = batch
+        q, k, v = (t.view(groups, -1, tokens, head_dim) for t in (q, k, v))  # (B*nW, h, N, d) or (B, nW*h, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         out = out.view(batch, num_windows, heads, tokens, head_dim).transpose(2, 3)  # (B, nW, N, h, d)
         return self.proj(out.reshape(batch, num_windows, tokens, dim))
 
@@ -125,8 +158,10 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm Swin block on a fixed (H, W) token grid: x + attn(LN(x)), then x + mlp(LN(x)).
 
-    Forward: (B, H*W, C) -> (B, H*W, C). `shift` > 0 rolls the grid by -shift before windowing
-    and masks attention across the wrap-around seams. Drop-path hits both residual branches (LAION).
+    Forward: (B, H*W, C) -> (B, H*W, C), tokens in `window_order(H, window)` (each run of window^2
+    tokens is one window), so an unshifted block attends without moving tokens. `shift` > 0 regroups
+    the tokens into the windows of the grid rolled by -shift (one gather each way) and masks attention
+    across the wrap-around seams. Drop-path hits both residual branches (LAION).
     """
 
     def __init__(self, dim: int, num_heads: int, resolution: tuple[int, int], window: int, shift: int,
@@ -141,36 +176,47 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = self.resolution
-        batch, _, dim = x.shape
-        y = self.norm1(x).view(batch, height, width, dim)
+        batch, num_tokens, dim = x.shape
+        y = self.norm1(x)
         mask = None
         if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+            size = height  # square grids only (HTSAT)
+            shifted = inverse_permutation(window_order(size, self.window, device=x.device))[
+                window_order(size, self.window, self.shift, x.device)]  # stream position of each shifted-window token
+            unshift = inverse_permutation(shifted)
+            y = gather_tokens(y, shifted, unshift)
             mask = shift_mask(height, width, self.window, self.shift, x.device)
-        y = self.attn(window_partition(y, self.window), mask)  # (B, nW, N, C)
-        y = window_reverse(y, self.window, height, width)  # (B, H, W, C)
+        y = self.attn(y.view(batch, -1, self.window**2, dim), mask).view(batch, num_tokens, dim)
         if self.shift:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + self.drop_path(y.reshape(batch, height * width, dim))
+            y = gather_tokens(y, unshift, shifted)
+        x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchMerging(nn.Module):
     """(B, H*W, C) -> (B, H/2*W/2, 2C): concat sub-grids (even,even), (odd,even), (even,odd), (odd,odd)
-    [row, col] along channels, LayerNorm(4C), Linear(4C -> 2C) without bias."""
+    [row, col] along channels, LayerNorm(4C), Linear(4C -> 2C) without bias.
 
-    def __init__(self, dim: int, resolution: tuple[int, int]):
+    Tokens come in `window_order(H, window)` and leave in `window_order(H/2, next_window)`, the orders
+    of the stages before and after; the regrouping is one gather (every input token is used once).
+    """
+
+    def __init__(self, dim: int, resolution: tuple[int, int], window: int, next_window: int):
         super().__init__()
-        self.resolution = resolution
+        self.resolution, self.window, self.next_window = resolution, window, next_window
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = self.resolution
-        batch, _, dim = x.shape
-        x = x.view(batch, height, width, dim)
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x.view(batch, -1, 4 * dim)))  # (B, H/2*W/2, 2C)
+        size = self.resolution[0]  # square grids only (HTSAT)
+        batch, num_tokens, dim = x.shape
+        position = inverse_permutation(window_order(size, self.window, device=x.device))  # grid cell -> token
+        merged = window_order(size // 2, self.next_window, device=x.device)  # (T/4,) cells of the half grid
+        row, col = merged // (size // 2), merged % (size // 2)
+        cells = [(2 * row + dr) * size + 2 * col + dc for dr, dc in ((0, 0), (1, 0), (0, 1), (1, 1))]
+        index = position[torch.stack(cells, dim=1).flatten()]  # (T,): 4 source tokens per merged token
+        x = gather_tokens(x, index, inverse_permutation(index)).view(batch, num_tokens // 4, 4 * dim)
+        return self.reduction(self.norm(x))  # (B, H/2*W/2, 2C)
 
 
 class SwinStage(nn.Module):
@@ -251,7 +297,7 @@ class HTSATEncoder(nn.Module):
                 SwinBlock(dim, heads, (res, res), window, shift if i % 2 else 0, mlp_ratio, rates.pop(0))
                 for i in range(depth)
             ]
-            merge = PatchMerging(dim, (res, res)) if stage < len(depths) - 1 else None
+            merge = PatchMerging(dim, (res, res), window, windows[stage + 1]) if stage < len(depths) - 1 else None
             self.layers.append(SwinStage(blocks, merge))
         self.norm = nn.LayerNorm(self.output_dim)
         self.apply(_init_weights)
@@ -275,14 +321,16 @@ class HTSATEncoder(nn.Module):
         x = self.bn0(features.transpose(1, 3)).transpose(1, 3)  # BatchNorm2d over F via (B, F, T, C)
         if self.spec_augment and self.training:
             x = spec_augment(x)
-        x = self.patch_embed(self._fold(x), fused_rows)  # (B, G*G, embed_dim)
+        x = self.patch_embed(self._fold(x), fused_rows)  # (B, G*G, embed_dim), row-major grid
+        order = window_order(self.patch_embed.grid_size, self.layers[0].blocks[0].window, device=x.device)
+        x = gather_tokens(x, order, inverse_permutation(order))  # window order: see SwinBlock
         use_checkpoint = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for stage in self.layers:
             for block in stage.blocks:
                 x = checkpoint(block, x, use_reentrant=False) if use_checkpoint else block(x)
             if stage.downsample is not None:
                 x = stage.downsample(x)
-        return self.norm(x).mean(dim=1)  # (B, output_dim)
+        return self.norm(x).mean(dim=1)  # (B, output_dim); the token order does not matter here
 
     def _fused_rows(self, features: torch.Tensor, is_longer: torch.Tensor | None) -> torch.Tensor | None:
         """Row indices that get AFF fusion (None for unfused models)."""

@@ -33,7 +33,12 @@ class RobertaEmbeddings(nn.Module):
 
 
 class RobertaLayer(nn.Module):
-    """Self-attention + feed-forward, each followed by residual add and LayerNorm (post-LN)."""
+    """Self-attention + feed-forward, each followed by residual add and LayerNorm (post-LN).
+
+    Forward: x (B, L, C), attn_bias (B, 1, 1, L) additive, num_queries Q or None (= L) -> (B, Q, C), the
+    outputs of the first Q tokens only (every token still serves as key and value): the last layer
+    of a pooled encoder needs just token 0, and skipping the other rows saves most of that layer.
+    """
 
     def __init__(self, hidden_size, num_heads, intermediate_size, eps, dropout, attention_dropout):
         super().__init__()
@@ -49,12 +54,14 @@ class RobertaLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attention_dropout = attention_dropout
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
         B, L, C = x.shape
-        q, k, v = (proj(x).view(B, L, self.num_heads, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        k, v = (proj(x).view(B, L, self.num_heads, -1).transpose(1, 2) for proj in (self.key, self.value))
+        x = x[:, :num_queries]  # (B, Q, C)
+        q = self.query(x).view(B, x.shape[1], self.num_heads, -1).transpose(1, 2)  # (B, H, Q, C/H)
         p = self.attention_dropout if self.training else 0.0
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=p)  # (B, H, L, C/H)
-        ctx = ctx.transpose(1, 2).reshape(B, L, C)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=p)  # (B, H, Q, C/H)
+        ctx = ctx.transpose(1, 2).reshape(B, x.shape[1], C)
         x = self.attn_norm(x + self.dropout(self.attn_out(ctx)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
@@ -119,11 +126,12 @@ class RobertaEncoder(nn.Module):
         x = self.embeddings(input_ids)  # (B, L, C)
         # additive key mask broadcast over heads and queries: (B, 1, 1, L)
         attn_bias = (attention_mask[:, None, None, :] == 0).to(x.dtype) * torch.finfo(x.dtype).min
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            num_queries = 1 if index == len(self.layers) - 1 else None  # the pooler reads token 0 only
             if self.activation_checkpointing and self.training:
-                x = checkpoint(layer, x, attn_bias, use_reentrant=False)
+                x = checkpoint(layer, x, attn_bias, num_queries, use_reentrant=False)
             else:
-                x = layer(x, attn_bias)
+                x = layer(x, attn_bias, num_queries)
         return torch.tanh(self.pooler(x[:, 0]))
 
 
