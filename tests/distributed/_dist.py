@@ -7,6 +7,7 @@ rank's traceback.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import Callable
@@ -32,6 +33,9 @@ def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple) ->
         fn(rank, world_size, *args)
         dist.barrier()
     finally:
+        # DDP reducers sit in reference cycles: free them while the process group still exists,
+        # or their destructor aborts the process at exit ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 
