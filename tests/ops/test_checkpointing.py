@@ -91,10 +91,11 @@ def test_last_checkpoint_every_n_steps_and_at_end(tmp_path, no_slurm):
 
 
 def test_last_checkpoint_time_trigger(tmp_path, no_slurm):
-    # a 1 ms interval: every step is due by time although the step trigger (1000) never fires
+    # a 0.6 ms interval: every step after the first is due by time although the step trigger (1000) never
+    # fires (the first step may finish within 0.6 ms of the timer's start on a fast machine)
     io = fit_tiny(tmp_path, [LastCheckpoint(str(tmp_path / "ckpt"), every_n_steps=1000, every_n_minutes=1e-5)],
                   max_steps=4)
-    assert [step for step, _ in io.saved] == [1, 2, 3, 4]  # the timer starts when training starts
+    assert [step for step, _ in io.saved][-3:] == [2, 3, 4]
     io = fit_tiny(tmp_path / "b", [LastCheckpoint(str(tmp_path / "b" / "ckpt"), every_n_steps=1000)], max_steps=4)
     assert [step for step, _ in io.saved] == [4]
 
