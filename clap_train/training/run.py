@@ -94,8 +94,8 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
     before = None
     if ckpt_path is not None:
-        datamodule.start_step = checkpoint_step(ckpt_path)  # continue the data stream instead of replaying it
-        log.info("resuming from %s (global step %d)", ckpt_path, datamodule.start_step)
+        # the datamodule seeds the stream from trainer.global_step, so it continues instead of replaying
+        log.info("resuming from %s (global step %d)", ckpt_path, checkpoint_step(ckpt_path))
     elif cfg.eval_before_training:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

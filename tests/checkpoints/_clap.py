@@ -7,6 +7,8 @@ import re
 import torch
 from transformers import ClapConfig, ClapModel
 
+from tests._weights import randomise_
+
 SMALL_AUDIO = {"patch_embeds_hidden_size": 16, "hidden_size": 64, "depths": [2, 2, 2], "num_attention_heads": [1, 2, 4],
                "window_size": 4, "spec_size": 64, "num_mel_bins": 16}
 SMALL_TEXT = {"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -25,18 +27,7 @@ def random_hf_clap(audio: dict, text: dict, enable_fusion: bool, projection_dim:
     config = ClapConfig(audio_config={**audio, "enable_fusion": enable_fusion}, text_config=text,
                         projection_dim=projection_dim)
     model = ClapModel(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.startswith("logit_scale"):
-                param.uniform_(2.0, 4.0)
-            elif ("norm" in name.lower()) and name.endswith("weight"):
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.05 if param.dim() > 1 else 0.2)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
+    randomise_(model)
     return model
 
 

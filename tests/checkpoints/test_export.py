@@ -12,6 +12,7 @@ from transformers import ClapModel, ClapProcessor
 from clap_train import load_model
 from clap_train.data.tokenizer import train_bpe_tokenizer
 from clap_train.export import export_hf, main
+from tests._weights import randomise_
 from tests.checkpoints._clap import hf_features
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
@@ -29,16 +30,7 @@ def debug_model_config(fused: bool, preset: str = "htsat_debug") -> dict:
 
 def randomise(model: torch.nn.Module) -> None:
     torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.05 if param.dim() > 1 else 0.2)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
+    randomise_(model)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["unfused", "fused"])

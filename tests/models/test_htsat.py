@@ -6,6 +6,7 @@ from transformers import ClapAudioConfig, ClapAudioModel
 
 from clap_train.checkpoints.hf_audio import hf_audio_to_htsat, htsat_to_hf_audio
 from clap_train.models.audio.htsat import HTSATEncoder, shift_mask, spec_augment
+from tests._weights import randomise_
 
 SMALL = {"embed_dim": 16, "depths": (2, 2, 2), "num_heads": (1, 2, 4), "window_size": 4, "spec_size": 64,
          "num_mel_bins": 16}
@@ -30,16 +31,7 @@ def _randomised_hf_model(kwargs: dict, enable_fusion: bool) -> ClapAudioModel:
     """HF model with every parameter and BatchNorm statistic random (HF's init zeroes the bias tables)."""
     torch.manual_seed(0)
     model = ClapAudioModel(_hf_config(kwargs, enable_fusion)).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.05 if param.dim() > 1 else 0.2)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
+    randomise_(model)
     return model
 
 
