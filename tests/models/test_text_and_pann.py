@@ -45,6 +45,30 @@ def test_roberta_matches_transformers(eps):
     torch.testing.assert_close(ours(input_ids, attention_mask), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("position_offset", [True, False])  # RoBERTa / BERT positions
+def test_all_padding_columns_are_skipped_without_changing_the_output(position_offset):
+    transformers = pytest.importorskip("transformers")
+    kind = transformers.RobertaModel if position_offset else transformers.BertModel
+    config_kind = transformers.RobertaConfig if position_offset else transformers.BertConfig
+    config = config_kind(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=80, type_vocab_size=1, pad_token_id=1,
+                         layer_norm_eps=1e-5)
+    torch.manual_seed(0)
+    reference = kind(config).eval()
+    ours = RobertaEncoder(300, 32, 2, 4, 64, 80, position_offset=position_offset).eval()
+    ours.load_state_dict(_from_hf(reference.state_dict()))
+    input_ids = torch.randint(3, 300, (3, 77))
+    input_ids[:, 0] = 0
+    lengths = torch.tensor([9, 5, 12])  # the longest caption ends at column 12 of 77
+    attention_mask = (torch.arange(77) < lengths[:, None]).long()
+    input_ids[attention_mask == 0] = 1
+    seen = []
+    ours.layers[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    expected = reference(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    torch.testing.assert_close(ours(input_ids, attention_mask), expected, atol=1e-5, rtol=0)
+    assert seen == [12]  # the 65 all-padding columns never reached the layers
+
+
 def test_roberta_padding_does_not_change_pooled_output():
     torch.manual_seed(0)
     model = RobertaEncoder(100, 16, 1, 2, 32, 30).eval()

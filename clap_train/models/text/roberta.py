@@ -73,7 +73,8 @@ class RobertaEncoder(nn.Module):
     CLAP configs use 1e-12, set `layer_norm_eps` to match the checkpoint you load).
     `pretrained`: a transformers RoBERTa directory to initialise from (matching tensors are copied, the
     rest is listed; `clap_train.checkpoints.pretrained.load_pretrained_roberta`).
-    Forward: input_ids (B, L) int64, attention_mask (B, L) with 1 for real tokens.
+    Forward: input_ids (B, L) int64, attention_mask (B, L) with 1 for real tokens; columns that are padding
+    in every row are dropped first (`trim_padding`), which leaves the output unchanged.
     """
 
     def __init__(
@@ -123,7 +124,8 @@ class RobertaEncoder(nn.Module):
         return list(self.layers)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.embeddings(input_ids)  # (B, L, C)
+        input_ids, attention_mask = trim_padding(input_ids, attention_mask)
+        x = self.embeddings(input_ids)  # (B, L', C)
         # additive key mask broadcast over heads and queries: (B, 1, 1, L)
         attn_bias = (attention_mask[:, None, None, :] == 0).to(x.dtype) * torch.finfo(x.dtype).min
         for index, layer in enumerate(self.layers):
@@ -133,6 +135,22 @@ class RobertaEncoder(nn.Module):
             else:
                 x = layer(x, attn_bias, num_queries)
         return torch.tanh(self.pooler(x[:, 0]))
+
+
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drops the trailing columns that are padding in every row: (B, L) -> (B, L') with L' the end of the
+    longest caption (at least 1).
+
+    The pooled output is unchanged: a masked key gets exactly zero attention weight (exp of the finfo.min
+    bias underflows to 0), the dropped tokens are never queried, and positions count from the left. Captions
+    padded to 77 (LAION's and our loader's layout) are typically 10-30 tokens, so this skips most of the
+    text tower's work. Costs one host sync on an accelerator.
+    """
+    used = attention_mask.any(dim=0).nonzero()  # (n, 1) indices of columns holding a real token
+    length = int(used[-1, 0]) + 1 if len(used) else 1
+    if length == input_ids.shape[1]:
+        return input_ids, attention_mask
+    return input_ids[:, :length], attention_mask[:, :length]
 
 
 def _init_weights(module: nn.Module) -> None:
