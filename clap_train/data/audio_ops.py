@@ -1,7 +1,8 @@
 """Pure waveform helpers for CLAP preprocessing (CLAP_SPEC §2.3, §2.5): crop / pad to a fixed window.
 
-All functions take a mono 1-D waveform (numpy array or torch tensor), leave it untouched, and
-return a new float32 torch tensor. Randomness comes only from the `rng` argument.
+All functions take a mono 1-D waveform (numpy array or torch tensor) and leave it untouched; a result may
+share memory with the input where no copy is needed (a crop is a view). Randomness comes only from the
+`rng` argument.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def pad_to_length(wave: torch.Tensor, length: int, padding: str) -> torch.Tensor
     if num_samples > length:
         raise ValueError(f"clip of {num_samples} samples is longer than {length}")
     if num_samples == length:
-        return wave.clone()
+        return wave
     if padding == "repeat":
         wave = wave.repeat(length // num_samples + 1)[:length]
     elif padding == "repeatpad":
@@ -61,7 +62,7 @@ def crop_or_pad(
         padding: for L < clip_samples, see `pad_to_length`.
         rng: NumPy Generator for "rand_trunc" (a fresh unseeded one if None).
     Returns:
-        (clip_samples,) float32 tensor and `is_longer` (L > clip_samples).
+        (clip_samples,) float32 tensor (a view of `wave` unless padded) and `is_longer` (L > clip_samples).
     Raises:
         ValueError: unknown `truncation` / `padding`, non-positive `clip_samples`, or a non-1-D `wave`.
     """
@@ -76,11 +77,22 @@ def crop_or_pad(
     start = 0
     if truncation == "rand_trunc":
         start = int((rng if rng is not None else np.random.default_rng()).integers(0, overflow + 1))
-    return tensor[start:start + clip_samples].clone(), True
+    return tensor[start:start + clip_samples], True
+
+
+def int16_quantise(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """LAION's waveform quantisation (CLAP_SPEC §2.5), first half: clip to [-1, 1], scale by 32767,
+    truncate toward zero -> int16 tensor q, standing for the waveform q / 32767 (`int16_to_float`).
+    Data workers batch q: half the bytes of float32 through collation, worker IPC and host-to-device copy."""
+    return as_mono_tensor(wave).clamp(-1.0, 1.0).mul_(32767.0).to(torch.int16)
+
+
+def int16_to_float(quantised: torch.Tensor) -> torch.Tensor:
+    """int16 q (any shape) -> float32 q / 32767, the second half of LAION's quantisation."""
+    return quantised.to(torch.float32).div_(32767.0)
 
 
 def int16_roundtrip(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """LAION's waveform quantisation (CLAP_SPEC §2.5): clip to [-1, 1], scale by 32767, truncate toward
-    zero to int16, divide by 32767. HF skips it; LAION applied it in training and its inference hook."""
-    tensor = as_mono_tensor(wave)
-    return tensor.clamp(-1.0, 1.0).mul_(32767.0).to(torch.int16).to(torch.float32).div_(32767.0)
+    """LAION's quantisation as float32 (`int16_to_float(int16_quantise(wave))`). HF skips it; LAION applied
+    it in training and in its inference hook."""
+    return int16_to_float(int16_quantise(wave))

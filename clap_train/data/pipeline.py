@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from clap_train.data.stages import Collate, SkipCounter
 
 log = logging.getLogger(__name__)
+SHARD_READ_BUFFER = 1 << 20  # bytes; webdataset opens local files with the 8 KiB default (~0.1 ms/clip more)
 
 
 def expand_shards(pattern: str, field: str = "data.shards") -> list[str]:
@@ -165,7 +166,7 @@ class TrainStream(IterableDataset):
             if hasattr(stage, "set_seed"):
                 stage.set_seed(derive_seed(base, 1, i))
         sources = [
-            wds.DataPipeline(ResampleShards(urls, derive_seed(base, 2, i)), wds.tarfile_to_samples(handler=self.skip))
+            wds.DataPipeline(ResampleShards(urls, derive_seed(base, 2, i)), tar_samples(handler=self.skip))
             for i, urls in enumerate(self.sources)
         ]
         pipeline = wds.DataPipeline(
@@ -175,6 +176,33 @@ class TrainStream(IterableDataset):
             wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
         )
         return itertools.islice(iter(pipeline), self.batches_per_worker)
+
+
+def open_shards(src: Iterator[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
+    """{'url'} -> {'url', 'stream'}: local shards opened with a `SHARD_READ_BUFFER` read buffer, URLs with
+    a scheme (pipe:, file:, s3://, ...) through webdataset's gopen. Each stream is closed once read."""
+    for sample in src:
+        url = sample["url"]
+        try:
+            remote = "://" in url or url.startswith(("pipe:", "file:"))
+            stream = wds.gopen(url) if remote else open(url, "rb", buffering=SHARD_READ_BUFFER)  # noqa: SIM115 (closed below)
+        except Exception as error:
+            error.args = (*error.args, url)
+            if handler(error):
+                continue
+            raise
+        try:
+            yield {**sample, "stream": stream}
+        finally:
+            stream.close()
+
+
+def _tar_samples(src: Iterator[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
+    files = wds.tariterators.tar_file_expander(open_shards(src, handler), handler=handler)
+    return wds.tariterators.group_by_keys(files, handler=handler)
+
+
+tar_samples = wds.pipelinefilter(_tar_samples)  # wds.tarfile_to_samples with `open_shards`
 
 
 class ReseedingLoader(DataLoader):
@@ -221,7 +249,7 @@ def build_eval_dataset(
         wds.SimpleShardList(urls),
         SplitByRank(rank, world_size),
         wds.split_by_worker,
-        wds.tarfile_to_samples(handler=skip),
+        tar_samples(handler=skip),
         *[wds.map(stage, handler=skip) for stage in stages],
         wds.batched(batch_size, collation_fn=collate, partial=True),
     )

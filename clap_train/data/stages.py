@@ -26,7 +26,7 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.data import default_collate
 
-from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_roundtrip
+from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_quantise, int16_roundtrip
 from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.tokenizer import CaptionTokenizer
 
@@ -155,10 +155,20 @@ class Resample:
 
 
 class Int16RoundTrip:
-    """LAION's int16 quantisation of 'wave' (see `audio_ops.int16_roundtrip`)."""
+    """LAION's int16 quantisation of 'wave', kept float32 (`audio_ops.int16_roundtrip`): before fusion features."""
 
     def __call__(self, sample: dict) -> dict:
         sample["wave"] = int16_roundtrip(sample["wave"])
+        return sample
+
+
+class Int16Quantise:
+    """LAION's int16 quantisation of the cropped 'wave', kept as int16 q (`audio_ops.int16_quantise`): the
+    batch's `waveform` is then int16 and the model's front end reads it as q / 32767. Same values as
+    `Int16RoundTrip` before the crop (the quantisation is per sample and maps 0 to 0)."""
+
+    def __call__(self, sample: dict) -> dict:
+        sample["wave"] = int16_quantise(sample["wave"])
         return sample
 
 
@@ -257,7 +267,7 @@ class ChooseCaption(_Seeded):
 class Collate:
     """List of samples -> batch dict (keys in docs/ARCHITECTURE.md and docs/data.md); tokenises captions.
 
-    Audio goes to `waveform` (B, clip_samples), or to `features` (B, 4, T, F) when the samples
+    Audio goes to `waveform` (B, clip_samples) (float32, or int16 after `Int16Quantise`), or to `features` (B, 4, T, F) when the samples
     carry fusion features. `num_skipped` holds the bad samples this worker dropped since its
     previous batch.
     """
@@ -288,21 +298,22 @@ class Collate:
 def sample_stages(sample_rate: int, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
                   int16: bool = False, caption_probs: dict[str, float] | None = None,
                   fusion_frontend: dict | None = None, train: bool = True) -> list:
-    """The per-sample stages in order: decode, mono, resample, [int16], crop/pad or fusion, caption.
+    """The per-sample stages in order: decode, mono, resample, crop/pad then [int16] or [int16] then fusion,
+    caption. With `int16` the unfused path yields an int16 `waveform` batch (q standing for q / 32767).
 
     Evaluation (`train=False`) crops deterministically and keeps every caption.
     Raises ValueError naming `truncation` (one of rand_trunc, head, fusion) or `fusion_frontend`
     (required by truncation "fusion").
     """
     stages = [DecodeSample(), ToMono(), Resample(sample_rate)]
-    if int16:
-        stages.append(Int16RoundTrip())
     if truncation == "fusion":
         if fusion_frontend is None:
             raise ValueError("fusion_frontend (LogMelFrontend arguments) is required with truncation 'fusion'")
+        stages += [Int16RoundTrip()] if int16 else []
         stages.append(FusionFeatures(fusion_frontend, sample_rate, clip_samples, padding, deterministic=not train))
     elif truncation in TRUNCATIONS:
         stages.append(CropPad(clip_samples, truncation, padding, deterministic=not train))
+        stages += [Int16Quantise()] if int16 else []  # after the crop: fewer samples, and an int16 batch
     else:
         raise ValueError(f"truncation must be one of {(*TRUNCATIONS, 'fusion')}, got {truncation!r}")
     stages.append(ChooseCaption(caption_probs, keep_all=not train))

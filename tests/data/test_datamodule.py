@@ -12,8 +12,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from clap_train.data.audio_ops import int16_roundtrip, int16_to_float
 from clap_train.data.datamodule import CLAPDataModule
 from clap_train.losses.contrastive import ClipLoss
+from clap_train.models.audio.frontend import LogMelFrontend
 from clap_train.training.module import CLAPModule
 from data_pipelines.keyword_to_caption import TemplateCaptioner, augment_shards
 from tests.data.conftest import CLIP_SAMPLES, SAMPLE_RATE
@@ -72,9 +74,14 @@ def test_new_order_each_epoch_and_no_replay_after_resume(tokenizer_path, source_
 
 
 def test_int16_waveforms_are_quantised(tokenizer_path, source_b):
-    batch = next(iter(_datamodule(tokenizer_path, source_b, int16=True).train_dataloader()))
-    scaled = batch["waveform"] * 32767
-    assert torch.allclose(scaled, scaled.round(), atol=1e-2) and batch["waveform"].abs().max() > 0.1
+    """int16 batches carry LAION's q; the front end's reading q / 32767 is the float round trip of the clip."""
+    quantised = next(iter(_datamodule(tokenizer_path, source_b, int16=True).train_dataloader()))
+    plain = next(iter(_datamodule(tokenizer_path, source_b, int16=False).train_dataloader()))
+    assert quantised["key"] == plain["key"]  # same seed, same clips and crops
+    assert quantised["waveform"].dtype == torch.int16 and quantised["waveform"].abs().max() > 3000
+    assert torch.equal(int16_to_float(quantised["waveform"]), int16_roundtrip(plain["waveform"].flatten()).view_as(plain["waveform"]))
+    frontend = LogMelFrontend(16000, 512, 160, 32, 0, 8000)
+    assert torch.equal(frontend(quantised["waveform"]), frontend(int16_to_float(quantised["waveform"])))
 
 
 def test_augmented_caption_pool_from_keyword_to_caption(tokenizer_path, source_b, tmp_path):

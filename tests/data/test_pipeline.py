@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader
 
 from clap_train.data.pipeline import (
@@ -17,6 +18,7 @@ from clap_train.data.pipeline import (
     build_eval_dataset,
     count_samples,
     expand_shards,
+    tar_samples,
 )
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer
@@ -140,3 +142,11 @@ def test_count_samples_from_sizes_json(source_a, tmp_path):
 def test_batches_per_worker_rounds_up_per_rank():
     assert batches_per_worker(100, 10, 2, 2) == 3  # 5 per rank -> 3 per worker, 6 per rank
     assert batches_per_worker(3, 10, 4, 0) == 1
+
+
+def test_tar_samples_reads_local_paths_and_pipe_urls_alike(source_a):
+    def keys(urls):
+        return [s["__key__"] for s in wds.DataPipeline(wds.SimpleShardList(urls), tar_samples(handler=wds.reraise_exception))]
+
+    local = keys(_urls(source_a))
+    assert len(local) == 48 and local == keys([f"pipe:cat {url}" for url in _urls(source_a)])

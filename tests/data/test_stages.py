@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from clap_train.data.audio_ops import int16_roundtrip, int16_to_float, pad_to_length
 from clap_train.data.stages import (
     BadSample,
     ChooseCaption,
@@ -19,6 +20,7 @@ from clap_train.data.stages import (
     CropPad,
     DecodeSample,
     FusionFeatures,
+    Int16Quantise,
     Int16RoundTrip,
     Resample,
     SkipCounter,
@@ -83,6 +85,15 @@ def test_int16_round_trip_quantises():
     sample = Int16RoundTrip()({"wave": torch.tensor([0.3, -1.5, 1e-6])})
     assert torch.allclose(sample["wave"] * 32767, (sample["wave"] * 32767).round(), atol=1e-3)
     assert sample["wave"][1] == -1.0 and sample["wave"][2] == 0.0
+
+
+def test_int16_quantise_keeps_q_and_commutes_with_the_crop():
+    wave = torch.tensor([0.3, -1.5, 1e-6, 0.9999, -0.25])
+    quantised = Int16Quantise()({"wave": wave})["wave"]
+    assert quantised.dtype == torch.int16 and quantised.tolist() == [9830, -32767, 0, 32763, -8191]
+    assert torch.equal(int16_to_float(quantised), Int16RoundTrip()({"wave": wave})["wave"])
+    padded = CropPad(12, "head", "repeatpad")({"key": "k", "wave": wave})
+    assert torch.equal(int16_to_float(Int16Quantise()(padded)["wave"]), pad_to_length(int16_roundtrip(wave), 12, "repeatpad"))
 
 
 def test_crop_pad_seeded_and_deterministic_for_eval():

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from clap_train.data.audio_ops import int16_to_float
+
 CPU_FRAMES_PER_BLOCK = 256  # 256 x 1024 float32 frames = 1 MiB: the FFT working set fits in L2
 MEL_BANDS = 4  # filter bands projected separately: about 1/3 of the multiply-adds of one dense projection
 
@@ -56,7 +58,8 @@ class LogMelFrontend(nn.Module):
             "htk" with `norm=None` for fused ones (torchaudio default).
         double_precision: run the STFT and mel projection in float64 (HF's numpy reference does): about
             2e-6 dB from HF instead of about 2e-4 dB in the quietest bins. Output stays float32.
-    Forward: waveform (B, L) -> (B, 1, L // hop_length + 1, n_mels).
+    Forward: waveform (B, L) -> (B, 1, L // hop_length + 1, n_mels); an int16 waveform holds LAION's
+    quantised samples q and is read as q / 32767 (`audio_ops.int16_quantise`).
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class LogMelFrontend(nn.Module):
         half = self.n_fft // 2
         if waveform.dim() != 2 or waveform.shape[1] <= half:
             raise ValueError(f"waveform must be (B, L) with L > {half}, got shape {tuple(waveform.shape)}")
+        if waveform.dtype == torch.int16:
+            waveform = int16_to_float(waveform)
         wave = waveform.to(self.window.dtype)
         if wave.device.type != "cpu":
             mel = self._mel_power(self._frames(wave))
