@@ -1,6 +1,6 @@
 """Data-path throughput on one core: our pipeline vs transformers' ClapFeatureExtractor, same clips, same run.
 
-    PYTHONPATH=. python bench/data.py [--clips 24] [--seconds 10] [--workers 2] [--batch-size 8]
+    PYTHONPATH=. python bench/data.py [--clips 24] [--seconds 10] [--workers 2] [--batch-size 8] [--device cuda]
 
 Makes `--clips` clips of `--seconds` s at 48 kHz (tones + noise), writes them as FLAC shards with
 data_pipelines.shards into a temporary directory, then measures, single-threaded:
@@ -10,6 +10,9 @@ data_pipelines.shards into a temporary directory, then measures, single-threaded
   features fusion               : build_fusion_features with an HTK LogMelFrontend, no decode
   loader (decode included)      : the training stream (soundfile decode, mono, int16, crop, caption,
                                   tokenise, collate) in this process + batched log-mel of each batch
+  features rand_trunc, log-mel on DEVICE: with `--device cuda`, the default training layout: crop on one
+                                  CPU thread, the batch copied to the device, batched log-mel there
+                                  (wall time per clip, device synchronised)
 and, for information, the same loader with `--workers` forkserver workers (clips/s per worker).
 Ratios are against the extractor with the same truncation. Targets (docs/data.md): features >= 10x
 the extractor per core; whole loader >= 2x the extractor alone. Timings on a shared machine vary.
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="also time the log-mel on this device (e.g. cuda)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from transformers import ClapFeatureExtractor
@@ -98,6 +102,16 @@ def main() -> None:
             waves = [crop_or_pad(c, CLIP_SAMPLES, "rand_trunc", "repeatpad", rng)[0] for c in clips[i:i + args.batch_size]]
             with torch.no_grad():
                 slaney(torch.stack(waves))  # (B, 1, 1001, 64)
+
+    device = torch.device(args.device)
+    device_frontend = LogMelFrontend(RATE, 1024, 480, 64, 50, 14000, "slaney", "slaney").to(device)
+
+    def features_on_device():
+        for i in range(0, len(clips), args.batch_size):
+            waves = [crop_or_pad(c, CLIP_SAMPLES, "rand_trunc", "repeatpad", rng)[0] for c in clips[i:i + args.batch_size]]
+            with torch.no_grad():
+                device_frontend(torch.stack(waves).to(device, non_blocking=True))
+        torch.cuda.synchronize(device)
 
     def features_fusion():
         for c in clips:
@@ -127,7 +141,9 @@ def main() -> None:
             return run if num_workers == 0 else data
 
         per_pass = max(1, args.clips // args.batch_size)
+        on_device = {f"features rand_trunc, log-mel on {device.type}": (features_on_device, len(clips))}
         results = interleaved_rates({
+            **(on_device if device.type == "cuda" else {}),
             "extractor rand_trunc": (extractor("rand_trunc"), len(clips)),
             "extractor fusion": (extractor("fusion"), len(clips)),
             "features rand_trunc (crop + log-mel)": (features_rand_trunc, len(clips)),

@@ -91,7 +91,7 @@ def _as_list(value) -> list[str]:
 
 
 class DecodeSample:
-    """Raw tar sample -> {'key', 'wave' (L, C) float32 numpy, 'rate', 'texts', 'augmented_texts', 'tags'}.
+    """Raw tar sample -> {'key', 'wave' (L, C) float32 numpy, 'rate', 'texts', 'augmented_texts', 'tags', 'fold'}.
 
     Audio is decoded in memory with soundfile (no temporary files); captions come from json `text`
     (str or list), keyword-to-caption ones from `text_augment_t5`.
@@ -123,7 +123,18 @@ class DecodeSample:
         if not np.isfinite(wave).all():
             raise BadSample(f"{key}: non-finite audio samples")
         return {"key": key, "wave": wave, "rate": int(rate), "texts": texts,
-                "augmented_texts": _as_list(meta.get("text_augment_t5")), "tags": _as_list(meta.get("tags"))}
+                "augmented_texts": _as_list(meta.get("text_augment_t5")), "tags": _as_list(meta.get("tags")),
+                "fold": _fold(meta)}
+
+
+def _fold(meta: dict) -> int:
+    """The evaluation fold in json `original_data.fold` (ESC-50's 1..5, written by the importer), else -1."""
+    original = meta.get("original_data")
+    fold = original.get("fold") if isinstance(original, dict) else None
+    try:
+        return int(fold) if fold is not None and not isinstance(fold, bool) else -1
+    except (TypeError, ValueError):
+        return -1
 
 
 class ToMono:
@@ -291,6 +302,7 @@ class Collate:
         batch["key"] = [s["key"] for s in samples]
         batch["captions"] = texts  # (N) caption strings, for evaluation reports
         batch["tags"] = [list(s.get("tags", ())) for s in samples]  # (B) shard tags, zero-shot targets
+        batch["fold"] = torch.tensor([s.get("fold", -1) for s in samples], dtype=torch.long)  # (B) -1: none
         batch["num_skipped"] = torch.tensor(self.skip_counter.take_count() if self.skip_counter else 0)
         return batch
 

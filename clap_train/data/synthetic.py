@@ -81,14 +81,17 @@ def make_clip(rng: np.random.Generator, sample_rate: int, duration: float) -> tu
     return (0.5 * wave / (np.abs(wave).max() + 1e-8)).astype(np.float32), caption
 
 
-def _write_split(out_dir: Path, split: str, num_samples: int, samples_per_shard: int, rng, sample_rate, duration):
+def _write_split(out_dir: Path, split: str, num_samples: int, samples_per_shard: int, rng, sample_rate, duration,
+                 folds: int = 0):
+    """Write one split; with `folds`, clip i carries `original_data.fold` = i % folds + 1 (as ESC-50's importer)."""
     captions = []
     with ShardWriter(out_dir, split, samples_per_shard) as writer:
         for i in range(num_samples):
             wave, caption = make_clip(rng, sample_rate, duration)
             # the sound source is the clip's tag: the zero-shot classes of the demo's validation set
             tags = [source for source in (*TONAL, *NOISE) if source in caption]
-            writer.write(f"{split}_{i:06d}", encode_flac(wave, sample_rate), {"text": [caption], "tags": tags})
+            meta = {"text": [caption], "tags": tags, **({"original_data": {"fold": i % folds + 1}} if folds else {})}
+            writer.write(f"{split}_{i:06d}", encode_flac(wave, sample_rate), meta)
             captions.append(caption)
     return captions
 
@@ -106,7 +109,7 @@ def ensure_synthetic_dataset(
     out = Path(out_dir)
     settings = {"num_train": num_train, "num_val": num_val, "samples_per_shard": samples_per_shard,
                 "sample_rate": sample_rate, "duration": duration, "vocab_size": vocab_size, "seed": seed,
-                "tags": True}  # clips tagged with their source; rebuilds demo caches made before
+                "tags": True, "val_folds": 5}  # tags = source, 5 folds in val; rebuilds demo caches made before
     marker = out / "synthetic.json"
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return out
@@ -116,7 +119,7 @@ def ensure_synthetic_dataset(
     log.info("generating the synthetic demo dataset in %s", out)
     rng = np.random.default_rng(seed)
     captions = _write_split(out, "train", num_train, samples_per_shard, rng, sample_rate, duration)
-    _write_split(out, "val", num_val, max(1, num_val // 2), rng, sample_rate, duration)
+    _write_split(out, "val", num_val, max(1, num_val // 2), rng, sample_rate, duration, folds=5)
     train_bpe_tokenizer(captions, vocab_size).save(str(out / "tokenizer.json"))
     tmp = out / "synthetic.json.tmp"
     tmp.write_text(json.dumps(settings, indent=1))

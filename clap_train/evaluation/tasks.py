@@ -108,7 +108,8 @@ def zeroshot_tasks(specs: Mapping[str, Mapping] | None, val_names: Sequence[str]
 
 
 def metric_keys(val_names: Sequence[str], tasks: Mapping[str, ZeroShotTask]) -> list[str]:
-    """Every `val/<set>/<metric>` key validation logs for these sets."""
+    """Every `val/<set>/<metric>` key validation logs for these sets (per-fold accuracies come on top when
+    the clips carry folds)."""
     keys = []
     for name in val_names:
         task = tasks.get(name)
@@ -135,7 +136,9 @@ def evaluate_set(name: str, embeddings: EmbeddingSet, task: ZeroShotTask | None,
 
     Args:
         name: the set's name, used in error messages.
-        embeddings: the full de-duplicated set (`EmbeddingCollector.compute`); zero-shot needs `tags`.
+        embeddings: the full de-duplicated set (`EmbeddingCollector.compute`); zero-shot needs `tags`; a
+            single-label task also reports `fold{f}/top{k}_acc` and `fold_mean/top{k}_acc` when the
+            `folds` clip field names a fold (>= 0) for every clip.
         task: the set's zero-shot task or None (retrieval only).
         text_embed_fn: list of N prompts -> (N, D) text embeddings; needed (and called) for zero-shot only.
 
@@ -158,7 +161,10 @@ def evaluate_set(name: str, embeddings: EmbeddingSet, task: ZeroShotTask | None,
         except ValueError as error:
             raise ValueError(f"validation set {name!r}: {error}") from error
         classifier = zeroshot_classifier(text_embed_fn, class_names, task.templates)  # (C, D)
-        metrics.update(zeroshot_metrics(embeddings.audio_embeds, classifier, targets))
+        folds = embeddings.clip_fields.get("folds")
+        if task.multilabel or folds is None or bool((folds < 0).any()):
+            folds = None  # per-fold accuracies only when every clip names its fold (ESC-50)
+        metrics.update(zeroshot_metrics(embeddings.audio_embeds, classifier, targets, folds=folds))
         result.class_names = class_names
         if not task.multilabel:
             predictions = (embeddings.audio_embeds.float() @ classifier.T).argmax(1)  # (N,)

@@ -153,7 +153,8 @@ class CLAPModule(L.LightningModule):
         embeds = self.model(batch)
         self.collectors[dataloader_idx].update(embeds["audio_embeds"], batch["key"], embeds["text_embeds"],
                                                batch["text_to_audio"], tags=batch.get("tags"),
-                                               captions=batch.get("captions"))
+                                               captions=batch.get("captions"),
+                                               **({"folds": batch["fold"]} if "fold" in batch else {}))
 
     def on_validation_epoch_end(self) -> None:
         # zero-shot prompts are tokenised like the captions: with the datamodule's tokenizer

@@ -53,6 +53,7 @@ def test_decode_reads_stereo_captions_and_augmented_texts():
                                                                   "tags": ["dog"]}))
     assert out["wave"].shape == (800, 2) and out["rate"] == 8000
     assert out["texts"] == ["a dog"] and out["augmented_texts"] == ["t5 cap"] and out["tags"] == ["dog"]
+    assert out["fold"] == -1
     mono = Resample(16000)(ToMono()(out))
     assert mono["wave"].shape == (1600,) and mono["rate"] == 16000 and mono["wave"].dtype == torch.float32
 
@@ -138,6 +139,16 @@ def test_fusion_features_shapes_pickle_and_is_longer():
     assert torch.equal(short["features"][0], short["features"][3])
     with pytest.raises(ValueError, match="f_min"):
         FusionFeatures({**FRONTEND, "f_max": 9000}, 16000, 3200)
+
+
+def test_fold_from_original_data_reaches_the_batch(tokenizer_path):
+    audio = _encoded(np.zeros(800, np.float32))
+    folds = [DecodeSample()(_raw(audio=audio, meta={"text": "x", "original_data": data}))["fold"]
+             for data in ({"dataset": "esc50", "fold": 3}, {"fold": "2"}, {"fold": "a"}, "text", {"fold": True})]
+    assert folds == [3, 2, -1, -1, -1]
+    samples = [{"key": f"k{i}", "wave": torch.zeros(100), "is_longer": False, "texts": ["x"], "fold": fold}
+               for i, fold in enumerate((3, -1))]
+    assert Collate(CaptionTokenizer(tokenizer_path, 77))(samples)["fold"].tolist() == [3, -1]
 
 
 def test_collate_batches_waveform_or_features(tokenizer_path):

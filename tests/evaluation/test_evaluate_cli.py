@@ -50,6 +50,9 @@ def test_zero_shot_validation_set_in_training(validated_checkpoint):
     assert {"val/synthetic/top1_acc", "val/synthetic/top5_acc", "val/synthetic/t2a_R@1"} <= set(metrics)
     assert metrics["val/synthetic/num_clips"] == 24.0
     assert 0.0 <= metrics["val/synthetic/top1_acc"] <= metrics["val/synthetic/top5_acc"] <= 1.0
+    # the synthetic val clips carry ESC-50-style folds 1..5 in original_data: per-fold accuracies
+    per_fold = [metrics[f"val/synthetic/fold{f}/top1_acc"] for f in range(1, 6)]
+    assert metrics["val/synthetic/fold_mean/top1_acc"] == pytest.approx(sum(per_fold) / 5, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -93,7 +96,9 @@ def test_explicit_zero_shot_set_and_label_file(validated_checkpoint, tmp_path):
         f"+evaluation.zeroshot.sources.label_file={labels}", "+evaluation.zeroshot.sources.retrieval=false",
     ])
     metrics = evaluate(cfg)
-    assert set(metrics) == {"sources/top1_acc", "sources/top5_acc", "sources/num_clips"}
+    folds = {f"sources/{fold}/top{k}_acc" for fold in ("fold1", "fold2", "fold3", "fold4", "fold5", "fold_mean")
+             for k in (1, 5)}
+    assert set(metrics) == {"sources/top1_acc", "sources/top5_acc", "sources/num_clips", *folds}
     page = (tmp_path / "out" / "report.html").read_text()
     assert "unused class" in page and "Text-to-audio examples" not in page
 

@@ -36,6 +36,18 @@ def test_single_label_from_tags_accuracy_and_confusion():
     assert set(metric_keys(["toy"], {"toy": ZeroShotTask()})) == {f"val/toy/{k}" for k in result.metrics}
 
 
+def test_per_fold_accuracy_when_every_clip_names_its_fold():
+    tags = [["dog"], ["rain"], ["siren"], ["dog"]]
+    embeddings = toy_set(tags, [0, 1, 1, 0])  # the siren clip (fold 2) is wrong
+    embeddings.clip_fields["folds"] = torch.tensor([1, 1, 2, 2])
+    metrics = evaluate_set("esc", embeddings, ZeroShotTask(templates=["a {label}"]), class_embedder).metrics
+    assert metrics["fold1/top1_acc"] == 1.0 and metrics["fold2/top1_acc"] == 0.5
+    assert metrics["fold_mean/top1_acc"] == pytest.approx(0.75) and metrics["top1_acc"] == pytest.approx(0.75)
+    embeddings.clip_fields["folds"] = torch.tensor([1, 1, -1, 2])  # a clip without a fold: no per-fold figures
+    metrics = evaluate_set("esc", embeddings, ZeroShotTask(templates=["a {label}"]), class_embedder).metrics
+    assert not any(key.startswith("fold") for key in metrics)
+
+
 def test_retrieval_only_and_zero_shot_only_metric_keys():
     embeddings = toy_set([["dog"], ["rain"]], [0, 1])
     retrieval = evaluate_set("a", embeddings, None, class_embedder)
