@@ -10,14 +10,17 @@ from lightning.pytorch.callbacks import Callback
 
 
 class RecordBatches(Callback):
-    """Appends `{"step", "keys"}` of every training batch to `path` (JSON lines), then sleeps `sleep_s`
-    so a test can act while the run is still going."""
+    """Appends `{"step", "keys", "rank", "world_size"}` of every training batch to `path` (JSON lines), then
+    sleeps `sleep_s` so a test can act while the run is still going. Rank 0 only, unless `path` holds
+    `{rank}`: then every rank writes its own file."""
 
     def __init__(self, path: str, sleep_s: float = 0.0):
-        self.path, self.sleep_s = Path(path), sleep_s
+        self.path, self.sleep_s = path, sleep_s
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.is_global_zero:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": trainer.global_step, "keys": list(batch["key"])}) + "\n")
+        if trainer.is_global_zero or "{rank}" in self.path:
+            record = {"step": trainer.global_step, "keys": list(batch["key"]), "rank": trainer.global_rank,
+                      "world_size": trainer.world_size}
+            with open(Path(self.path.format(rank=trainer.global_rank)), "a") as f:
+                f.write(json.dumps(record) + "\n")
         time.sleep(self.sleep_s)

@@ -1,5 +1,6 @@
-"""Pre-emption on a real one-node Slurm cluster: slurm/train.sbatch gets USR1, Lightning saves an HPC
-checkpoint and requeues the job, the rerun resumes from it and the job completes.
+"""On a real one-node Slurm cluster: pre-emption (slurm/train.sbatch gets USR1, Lightning saves an HPC
+checkpoint and requeues the job, the rerun resumes from it and the job completes), and
+slurm/multinode.sbatch launching one DDP rank per srun task.
 
 The cluster (munged, slurmctld, slurmd on localhost, no systemd) is started by .ci/slurm_up.sh in a
 tmp SLURM_BASE on free ports and stopped by .ci/slurm_down.sh.
@@ -99,3 +100,37 @@ def test_usr1_requeues_and_the_rerun_resumes(cluster, tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
     assert steps[restart:] == list(range(step, MAX_STEPS))
+
+
+def test_multinode_script_runs_one_ddp_rank_per_srun_task(cluster, tmp_path):
+    """slurm/multinode.sbatch at CPU size: 1 node x 2 tasks; Lightning takes ranks, world size and the
+    rendezvous from srun's environment, each rank draws its own batches, the job completes."""
+    base, env = cluster
+    env.update(CLAP_PYTHON=sys.executable, CLAP_ACCELERATOR="cpu")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    steps = 4
+    job_id = slurm(env, "sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0",
+                   "--cpus-per-task=1", "--time=15", f"--output={out_dir}/slurm-%j.out",
+                   str(REPO / "slurm" / "multinode.sbatch"), *TINY_DEMO, "trainer=ddp", f"trainer.max_steps={steps}",
+                   "+callbacks.probe._target_=tests.ops.probe.RecordBatches",
+                   f"+callbacks.probe.path='{tmp_path}/rank{{rank}}.jsonl'").strip()  # quoted: braces
+    jobcomp = base / "log" / "jobcomp.txt"
+    log = out_dir / f"slurm-{job_id}.out"
+
+    def finished():
+        states = job_states(jobcomp, job_id)
+        assert not set(states) & {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED"}, log.read_text()[-4000:]
+        return "COMPLETED" in states
+
+    wait_for(finished, 400, f"job {job_id} COMPLETED in {jobcomp}", poll_s=1.0)
+    assert f"clap_train: job {job_id} restart 0 on localhost (1 nodes x 2 tasks)" in log.read_text()
+    records = [[json.loads(line) for line in (tmp_path / f"rank{rank}.jsonl").read_text().splitlines()]
+               for rank in (0, 1)]
+    for rank, rank_records in enumerate(records):
+        assert [r["step"] for r in rank_records] == list(range(steps))
+        assert all(r["rank"] == rank and r["world_size"] == 2 for r in rank_records)
+    # each rank draws its own resampled stream (seeded by rank): different batches at every step
+    assert all(records[0][step]["keys"] != records[1][step]["keys"] for step in range(steps))
+    run_dir = tmp_path / "runs" / f"clap_train-{job_id}"
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == steps
