@@ -34,7 +34,7 @@ RETRIEVAL_METRICS = tuple(
     for direction in ("t2a", "a2t")
     for name in ("R@1", "R@5", "R@10", "mAP@10", "mean_rank", "median_rank")
 )
-SINGLE_LABEL_METRICS = ("top1_acc", "top5_acc")
+SINGLE_LABEL_METRICS = ("top1_acc", "top5_acc", "num_classes")
 MULTI_LABEL_METRICS = ("mAP", "num_classes_scored")
 
 
@@ -165,6 +165,8 @@ def evaluate_set(name: str, embeddings: EmbeddingSet, task: ZeroShotTask | None,
         if task.multilabel or folds is None or bool((folds < 0).any()):
             folds = None  # per-fold accuracies only when every clip names its fold (ESC-50)
         metrics.update(zeroshot_metrics(embeddings.audio_embeds, classifier, targets, folds=folds))
+        if not task.multilabel:
+            metrics["num_classes"] = float(len(class_names))  # top-k by chance is k / num_classes
         result.class_names = class_names
         if not task.multilabel:
             predictions = (embeddings.audio_embeds.float() @ classifier.T).argmax(1)  # (N,)

@@ -72,9 +72,14 @@ def format_summary(before: dict | None, after: dict, val_names: list[str]) -> st
                 continue
             lines.append(f"{task} on '{name}' ({num_clips} held-out clips)")
             lines.append(f"  {'metric':<10} {'chance':>8} {'before':>8} {'after':>8}")
+            num_classes = after.get(f"val/{name}/num_classes")  # single-label zero-shot only
             for metric, key in keys:
-                # R@k by chance is k of the clips; zero-shot chance depends on the classes: not shown
-                chance = f"{min(1.0, int(metric.split('@')[1]) / max(num_clips, 1)):.3f}" if "@" in metric else "-"
+                # R@k by chance is k of the clips, top-k accuracy k of the classes; mAP's depends on the labels
+                chance = "-"
+                if "@" in metric:
+                    chance = f"{min(1.0, int(metric.split('@')[1]) / max(num_clips, 1)):.3f}"
+                elif metric.startswith("top") and num_classes:
+                    chance = f"{min(1.0, int(metric[3:].split('_')[0]) / num_classes):.3f}"
                 b = f"{before[key]:.3f}" if before and key in before else "-"
                 lines.append(f"  {metric:<10} {chance:>8} {b:>8} {after[key]:>8.3f}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from clap_train.evaluation.collect import EmbeddingSet
 from clap_train.evaluation.tasks import ZeroShotTask, evaluate_set, metric_keys, zeroshot_tasks
-from clap_train.training.run import check_best_metric
+from clap_train.training.run import check_best_metric, format_summary
 
 CLASSES = ["dog", "rain", "siren"]
 
@@ -31,7 +31,7 @@ def test_single_label_from_tags_accuracy_and_confusion():
     result = evaluate_set("toy", toy_set(tags, [0, 1, 1, 0]), ZeroShotTask(templates=["a {label}"]), class_embedder)
     assert result.class_names == CLASSES
     assert result.metrics["top1_acc"] == pytest.approx(0.75)
-    assert result.metrics["top5_acc"] == 1.0 and "t2a_R@1" in result.metrics
+    assert result.metrics["top5_acc"] == 1.0 and "t2a_R@1" in result.metrics and result.metrics["num_classes"] == 3
     assert result.confusion.tolist() == [[2, 0, 0], [0, 1, 0], [0, 1, 0]]
     assert set(metric_keys(["toy"], {"toy": ZeroShotTask()})) == {f"val/toy/{k}" for k in result.metrics}
 
@@ -55,7 +55,7 @@ def test_retrieval_only_and_zero_shot_only_metric_keys():
     assert "top1_acc" not in retrieval.metrics and retrieval.confusion is None
     task = ZeroShotTask(retrieval=False)
     zero_shot = evaluate_set("b", embeddings, task, class_embedder)
-    assert set(zero_shot.metrics) == {"top1_acc", "top5_acc", "num_clips"}
+    assert set(zero_shot.metrics) == {"top1_acc", "top5_acc", "num_classes", "num_clips"}
     assert set(metric_keys(["b"], {"b": task})) == {f"val/b/{k}" for k in zero_shot.metrics}
 
 
@@ -97,3 +97,12 @@ def test_best_metric_must_be_logged_by_validation():
         check_best_metric(OmegaConf.create({**best, "metric": "R@1"}), names, keys)
     with pytest.raises(ValueError, match="best_metric.mode"):
         check_best_metric(OmegaConf.create({**best, "mode": "up"}), names, keys)
+
+
+def test_summary_chance_column_for_recall_and_top_k():
+    after = {"val/s/num_clips": 10.0, "val/s/t2a_R@1": 0.5, "val/s/top1_acc": 0.4, "val/s/top5_acc": 0.9,
+             "val/s/num_classes": 7.0}
+    rows = {line.split()[0]: line.split()[1:] for line in format_summary(None, after, ["s"]).splitlines()
+            if line.startswith("  ") and "metric" not in line}
+    assert rows == {"t2a_R@1": ["0.100", "-", "0.500"], "top1_acc": ["0.143", "-", "0.400"],
+                    "top5_acc": ["0.714", "-", "0.900"]}
