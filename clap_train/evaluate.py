@@ -12,6 +12,7 @@ Prints a table and writes `metrics.json`, `report.html` (+ `clips/`) and `config
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -147,14 +148,24 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def log_to_logger(cfg: DictConfig, metrics: dict, html_path: Path) -> None:
-    """Metrics as `eval/<set>/<metric>`; with W&B also the report page as media (`eval/report`)."""
+EXAMPLE_COLUMNS = ("set", "query", "target_key", "target_rank", "position", "key", "score", "correct")
+
+
+def log_to_logger(cfg: DictConfig, metrics: dict, html_path: Path, sample_rate: int) -> None:
+    """Metrics as `eval/<set>/<metric>`; with W&B also the report page (`eval/report`, spectrograms inline)
+    and its examples as a table whose audio cells are W&B media (`eval/examples`): the page's own players
+    point at files next to it, which W&B does not upload."""
     logger = instantiate(cfg.logger)
     logger.log_metrics({f"eval/{key}": value for key, value in metrics.items()})
     if isinstance(logger, WandbLogger):
         import wandb
 
-        logger.experiment.log({"eval/report": wandb.Html(html_path.read_text(encoding="utf-8"))})
+        table = wandb.Table(columns=[*EXAMPLE_COLUMNS, "audio"])
+        for row in json.loads((html_path.parent / "examples.json").read_text()):
+            audio = row["audio"] and wandb.Audio(str(html_path.parent / row["audio"]), sample_rate=sample_rate)
+            table.add_data(*(row[column] for column in EXAMPLE_COLUMNS), audio)
+        logger.experiment.log({"eval/report": wandb.Html(html_path.read_text(encoding="utf-8")),
+                               "eval/examples": table})
     logger.finalize("success")
 
 
@@ -189,7 +200,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         print("\n" + format_table(metrics) + f"\nreport: {html_path}\nmetrics: {out_dir / 'metrics.json'}\n",
               flush=True)
         if cfg.get("logger"):
-            log_to_logger(cfg, metrics, html_path)
+            log_to_logger(cfg, metrics, html_path, datamodule.sample_rate)
     return metrics
 
 

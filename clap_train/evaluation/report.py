@@ -141,13 +141,17 @@ def _lookup(clip_audio, key: str):
 
 
 def _query_section(set_name: str, queries: Sequence[QueryExample], clip_audio, clips: _ClipWriter,
-                   first_number: int) -> str:
+                   first_number: int, rows: list[dict]) -> str:
+    """The HTML of one set's examples; appends one row per retrieved clip to `rows` (examples.json)."""
     title = "Text-to-audio examples" + (f": {html.escape(set_name)}" if set_name else "")
     parts = [f"<h2>{title}</h2>"]
     for number, query in enumerate(queries, start=first_number):
         hits = []
         for position, hit in enumerate(query.retrieved, start=1):
             media = clips.media(set_name, hit.key, clip_audio)
+            rows.append({"set": set_name, "query": query.text, "target_key": query.target_key,
+                         "target_rank": query.target_rank, "position": position, "key": hit.key, "score": hit.score,
+                         "correct": hit.correct, "audio": media[0] if media else None})
             player = (
                 f"<img src='{media[1]}' alt='spectrogram'><audio controls preload='none' src='{media[0]}'></audio>"
                 if media
@@ -204,7 +208,9 @@ def write_report(
     title: str = "CLAP evaluation",
     query_sets: Mapping[str, tuple[Sequence[QueryExample], object]] | None = None,
 ) -> Path:
-    """Write report.html, metrics.json and the example clips into `out_dir`; returns the html path.
+    """Write report.html, metrics.json, the example clips (clips/*.wav) and examples.json (one row per
+    retrieved clip: set, query, target_key, target_rank, position, key, score, correct, and the audio path
+    relative to `out_dir` or None) into `out_dir`; returns the html path.
 
     Args:
         out_dir: created if missing.
@@ -226,11 +232,12 @@ def write_report(
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Metrics</h2>", _metrics_tables(metrics)]
-    clips, number = _ClipWriter(out_dir, sample_rate), 0
+    clips, number, rows = _ClipWriter(out_dir, sample_rate), 0, []
     named = ({"": (queries, clip_audio)} if queries else {}) | dict(query_sets or {})
     for set_name, (set_queries, set_audio) in named.items():
-        sections.append(_query_section(set_name, set_queries, set_audio, clips, number))
+        sections.append(_query_section(set_name, set_queries, set_audio, clips, number, rows))
         number += len(set_queries)
+    (out_dir / "examples.json").write_text(json.dumps(rows, indent=1) + "\n")
     for name, (matrix, class_names) in (confusions or {}).items():
         sections.append(_confusion_section(name, matrix, class_names))
     page = (

@@ -76,6 +76,38 @@ def test_cli_writes_report_and_matches_validation(validated_checkpoint):
     assert "synthetic:" in (out_dir / "config.yaml").read_text()
 
 
+@pytest.mark.slow
+def test_cli_logs_examples_with_playable_audio_to_wandb(validated_checkpoint, tmp_path):
+    """logger=wandb (offline, for real): metrics, the page, and the examples as a table whose audio cells
+    are W&B media files inside the run (the page's own players point at local files)."""
+    from tests.ops.test_wandb import offline_run_file, wandb_env
+    from tests.ops.wandb_records import artifacts, history_keys, read_finished_records
+
+    tmp, checkpoint, _ = validated_checkpoint
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(PYTHONPATH=str(REPO), **wandb_env(tmp_path))
+    out_dir = tmp_path / "eval"
+    run = subprocess.run(
+        [sys.executable, "-m", "clap_train.evaluate", f"checkpoint={checkpoint}", f"out_dir={out_dir}",
+         f"data.val_shards.synthetic={tmp / 'cache' / 'demo' / 'val-*.tar'}", "report.num_queries=2",
+         "logger=wandb", "run_name=evalwb"],
+        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    records = read_finished_records(offline_run_file(out_dir, "evalwb"))
+    assert {"eval/report/_type", "eval/examples/_type", "eval/synthetic/t2a_R@1"} <= history_keys(records)
+    examples = json.loads((out_dir / "examples.json").read_text())
+    assert len(examples) == 2 * 5 and all((out_dir / row["audio"]).is_file() for row in examples)
+    # the table goes up as a run_table artifact holding the table json and every clip as a wav file
+    [table_artifact] = [a for a in artifacts(records) if a.type == "run_table"]
+    files = {entry.path: Path(entry.local_path) for entry in table_artifact.manifest.contents}
+    table = json.loads(files["eval/examples.table.json"].read_text())
+    cells = [row[table["columns"].index("audio")] for row in table["data"]]
+    assert len(cells) == len(examples) and all(cell["_type"] == "audio-file" for cell in cells)
+    assert {cell["path"] for cell in cells} <= set(files) and all(files[cell["path"]].is_file() for cell in cells)
+    assert len({cell["path"] for cell in cells}) == len({row["audio"] for row in examples})
+
+
 def test_in_process_defaults_to_the_checkpoints_sets(validated_checkpoint, tmp_path):
     _, checkpoint, validated = validated_checkpoint
     cfg = compose_config("evaluate", [f"checkpoint={checkpoint}", f"out_dir={tmp_path}", "report.num_queries=2"])
