@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from clap_train.training.optim import is_tower_parameter
@@ -153,11 +154,14 @@ class EMA(Callback):
     After every optimizer step past `start_step`: ema <- decay * ema + (1 - decay) * param (float32 copies;
     at `start_step` and before, ema = param). During validation the EMA weights are swapped into the model
     and the training weights back afterwards. The EMA lives in the checkpoint under this callback's state
-    (`checkpoint["callbacks"]["EMA"]["shadow"]`, keyed like `model.named_parameters()`). Buffers (batch-norm
-    statistics) are not averaged. Single device and DDP (every rank holds the same EMA); not FSDP.
+    (`checkpoint["callbacks"]["EMA"]["shadow"]`, keyed like `model.named_parameters()`, full tensors on the
+    CPU). Buffers (batch-norm statistics) are not averaged. Single device and DDP: every rank holds the
+    same EMA. FSDP: each rank holds the shard of its own parameter shards (DTensors, no extra memory per
+    rank beyond a float32 copy of its shard); saving gathers one tensor at a time into the checkpoint
+    (`state_dict` is then a collective, as Lightning calls it on every rank), loading re-shards it.
 
     Raises:
-        ValueError: decay outside [0, 1) or start_step < 0; at fit start, under FSDP.
+        ValueError: decay outside [0, 1) or start_step < 0.
     """
 
     def __init__(self, decay: float = 0.999, start_step: int = 0):
@@ -167,7 +171,7 @@ class EMA(Callback):
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.decay, self.start_step = decay, start_step
         self.shadow: dict[str, torch.Tensor] | None = None
-        self._backup: dict[str, torch.Tensor] | None = None
+        self._restored = False  # shadow holds a checkpoint's full CPU tensors, not yet placed like the model
 
     @property
     def state_key(self) -> str:
@@ -178,25 +182,28 @@ class EMA(Callback):
         """Fold the current parameters into the average after optimizer step number `step`."""
         params = dict(model.named_parameters())
         if self.shadow is None or step <= self.start_step:
-            self.shadow = {name: param.detach().float().clone() for name, param in params.items()}
+            self.shadow, self._restored = {name: param.detach().float().clone() for name, param in params.items()}, False
             return
-        for name, average in self.shadow.items():
-            average.lerp_(params[name].detach().float(), 1.0 - self.decay)
+        self._place(params)
+        for name, average in self.shadow.items():  # a shard and its average share the layout: local math
+            _local(average).lerp_(_local(params[name].detach()).float(), 1.0 - self.decay)
 
     @torch.no_grad()
     def swap(self, model: nn.Module) -> None:
         """Exchange the model's parameters with the EMA copy (call twice to restore)."""
+        self._place(dict(model.named_parameters()))
         for name, param in model.named_parameters():
-            average = self.shadow[name]
-            live = param.detach().float().clone()
-            param.copy_(average)
-            average.copy_(live)
+            average, live = _local(self.shadow[name]), _local(param.detach())
+            kept = live.float().clone()
+            live.copy_(average)
+            average.copy_(kept)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if isinstance(trainer.strategy, ModelParallelStrategy):
-            raise ValueError("EMA does not support FSDP (ModelParallelStrategy)")  # noqa: TRY004 (a config error)
-        if self.shadow is not None:  # restored from a checkpoint on the CPU
-            self.shadow = {name: value.to(pl_module.device) for name, value in self.shadow.items()}
+    def _place(self, params: dict[str, torch.Tensor]) -> None:
+        """Move a restored average to the parameters' device and, under FSDP, shard it like them. Done at
+        first use: FSDP restores checkpoints after `on_fit_start`."""
+        if self._restored:
+            self.shadow = {name: _like(value, params[name]) for name, value in self.shadow.items()}
+            self._restored = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.update(pl_module.model, trainer.global_step)
@@ -210,7 +217,27 @@ class EMA(Callback):
             self.swap(pl_module.model)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "start_step": self.start_step, "shadow": self.shadow}
+        shadow = None if self.shadow is None else {name: _full_cpu(value) for name, value in self.shadow.items()}
+        return {"decay": self.decay, "start_step": self.start_step, "shadow": shadow}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.shadow = state_dict["shadow"]
+        self._restored = self.shadow is not None
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (a view: in-place ops write through), or the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _full_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain CPU copy of `tensor`; a DTensor is gathered first (a collective)."""
+    return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach().cpu().clone()
+
+
+def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """float32 `full` on `param`'s device, sharded like `param` when it is a DTensor (scattered from rank 0:
+    a collective)."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(full.float().to(param.device), param.device_mesh, param.placements)
+    return full.float().to(param.device)

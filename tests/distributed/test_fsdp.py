@@ -57,3 +57,23 @@ def test_fsdp_matches_ddp_and_resumes_from_sharded_checkpoint(tmp_path):
     for step in (3, 4):
         assert resumed["losses"][step] == pytest.approx(ddp["losses"][step], abs=TOLERANCE)
         assert_same_parameters(ddp["params"][step], resumed["params"][step], step)
+
+
+@pytest.mark.slow
+def test_ema_under_fsdp_matches_ddp_and_resumes_from_sharded_checkpoint(tmp_path):
+    """The EMA callback on sharded parameters: the same average as under DDP after every step, saved
+    (gathered) into the sharded checkpoint and re-sharded on resume."""
+    ddp = run_script("ddp", "4", str(tmp_path / "ddp.pt"), "--ema")
+    fsdp = run_script("fsdp", "2", str(tmp_path / "fsdp.pt"), "--ckpt-dir", str(tmp_path / "ckpt"), "--ema")
+    for step in (1, 2):
+        assert_same_parameters(ddp["ema"][step], fsdp["ema"][step], step)
+    # decay 0.5: after two steps the average lies strictly between the start and the current weights
+    name = "model.audio_encoder.stem.weight"
+    assert not torch.allclose(fsdp["ema"][2][name.removeprefix("model.")], fsdp["params"][2][name], atol=1e-6)
+    stored = torch.load(tmp_path / "ckpt" / "last.ckpt" / "meta.pt", weights_only=True)["callbacks"]["EMA"]["shadow"]
+    assert_same_parameters(fsdp["ema"][2], stored, 2)  # gathered, full tensors in the checkpoint
+
+    resumed = run_script("fsdp", "4", str(tmp_path / "resumed.pt"), "--resume", str(tmp_path / "ckpt" / "last.ckpt"),
+                         "--ema")
+    for step in (3, 4):
+        assert_same_parameters(ddp["ema"][step], resumed["ema"][step], step)
