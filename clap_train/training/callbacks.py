@@ -7,7 +7,7 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.flop_counter import FlopCounterMode
@@ -114,10 +114,11 @@ class FreezeTowers(Callback):
     `unfreeze_step` (None: never). They stay in the optimizer's groups; a parameter without a gradient is
     not updated (AdamW skips it: no step, no decay). A run resumed past `unfreeze_step` starts unfrozen.
     Under DDP, frozen parameters get no gradient, so the strategy needs `find_unused_parameters=True`
-    (the `trainer=ddp` config sets it). FSDP is not supported (its sharded parameters are fixed at wrapping).
+    (the `trainer=ddp` config sets it). Under FSDP2 the shards are toggled; FSDP2 passes
+    `requires_grad` on to the unsharded parameters at every all-gather.
 
     Raises:
-        ValueError: unfreeze_step < 0; at setup, under FSDP or DDP without find_unused_parameters.
+        ValueError: unfreeze_step < 0; at setup, under DDP without find_unused_parameters.
     """
 
     def __init__(self, unfreeze_step: int | None = None):
@@ -128,8 +129,6 @@ class FreezeTowers(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         strategy = trainer.strategy
-        if isinstance(strategy, ModelParallelStrategy):
-            raise ValueError("FreezeTowers does not support FSDP (ModelParallelStrategy)")  # noqa: TRY004 (a config error)
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
             raise ValueError("FreezeTowers under DDP needs DDPStrategy(find_unused_parameters=True)")
 

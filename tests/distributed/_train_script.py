@@ -2,6 +2,7 @@
 
 Run as a script (Lightning relaunches it once per rank):
     python tests/distributed/_train_script.py {ddp,fsdp} MAX_STEPS OUT.pt [--ckpt-dir D] [--resume CKPT] [--ema]
+        [--unfreeze-step N]
 Rank 0 writes OUT.pt: {"params": {step: {name: tensor}}, "losses": {step: float}, "global_step": int,
 "ema": {step: {name: tensor}}} (the EMA callback's average, full, with --ema).
 Each rank trains on its own 2 fixed batches of 4 rows, the same every epoch, so a resumed run sees the
@@ -19,7 +20,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.distributed.tensor import DTensor
 
 from clap_train.losses.siglip import SigLipLoss
-from clap_train.training.callbacks import EMA
+from clap_train.training.callbacks import EMA, FreezeTowers
 from clap_train.training.strategy import FSDP2Strategy
 from tests.training._tiny import make_loader, make_module
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--ckpt-dir")
     parser.add_argument("--resume")
     parser.add_argument("--ema", action="store_true")
+    parser.add_argument("--unfreeze-step", type=int, help="FreezeTowers until this step")
     args = parser.parse_args()
     torch.set_num_threads(1)
     L.seed_everything(0)
@@ -70,6 +72,8 @@ def main() -> None:
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else DDPStrategy(find_unused_parameters=True)
     ema = EMA(decay=0.5) if args.ema else None
     callbacks = [ema, Recorder(args.out, ema)] if ema else [Recorder(args.out)]
+    if args.unfreeze_step is not None:
+        callbacks.append(FreezeTowers(args.unfreeze_step))
     if args.ckpt_dir:
         callbacks.append(ModelCheckpoint(dirpath=args.ckpt_dir, filename="{step}", every_n_train_steps=1,
                                          save_top_k=-1, save_last=True))

@@ -77,3 +77,18 @@ def test_ema_under_fsdp_matches_ddp_and_resumes_from_sharded_checkpoint(tmp_path
                          "--ema")
     for step in (3, 4):
         assert_same_parameters(ddp["ema"][step], resumed["ema"][step], step)
+
+
+@pytest.mark.slow
+def test_freeze_towers_under_fsdp_matches_ddp(tmp_path):
+    """FreezeTowers(unfreeze_step=2) on sharded parameters: towers stay put while the heads train, then
+    train too; every parameter equals DDP's after every step."""
+    ddp = run_script("ddp", "4", str(tmp_path / "ddp.pt"), "--unfreeze-step", "2")
+    fsdp = run_script("fsdp", "4", str(tmp_path / "fsdp.pt"), "--unfreeze-step", "2")
+    for step in (1, 2, 3, 4):
+        assert_same_parameters(ddp["params"][step], fsdp["params"][step], step)
+    params = fsdp["params"]
+    tower, head = "model.audio_encoder.stem.weight", "model.audio_projection.linear1.weight"
+    assert torch.equal(params[1][tower], params[2][tower])  # frozen during step 2
+    assert not torch.equal(params[1][head], params[2][head])  # the heads trained meanwhile
+    assert not torch.equal(params[2][tower], params[3][tower])  # unfrozen at global step 2
