@@ -10,6 +10,10 @@ own negatives. GradCache instead
 Peak activation memory is that of one chunk; the parameter gradient equals the gradient of one step on the
 concatenated batch. The loss may gather across ranks (step (b) runs its collectives once, on every rank).
 
+Under FSDP2 the logit scales are sharded between forwards: step (b) then runs on full copies of them,
+backpropagates the loss for real (FSDP2 reduce-scatters the loss module's own sharded parameters) and adds
+the rank-averaged scale gradients to this rank's shards, which is what a plain FSDP2 backward would do.
+
 Dropout stays exact: the RNG state is recorded before each chunk's pass (a) and restored before its pass
 (c), so both passes draw the same masks. Batch-norm layers are not exact: they see per-chunk statistics,
 and in train mode their running statistics are updated by both passes.
@@ -22,7 +26,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 EncodeFn = Callable[[Any], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -108,13 +114,18 @@ def contrastive_accumulation_step(
     # (b) the loss on the whole batch; gradient w.r.t. the embeddings and the loss-side parameters
     all_audio = torch.cat(audio_parts).requires_grad_()  # (B, D)
     all_text = torch.cat(text_parts).requires_grad_()  # (B, D)
-    loss_params = _loss_parameters(loss_fn, logit_scale_a, logit_scale_t)
-    with torch.enable_grad():
-        loss = loss_fn(all_audio, all_text, logit_scale_a, logit_scale_t)
-        grads = torch.autograd.grad(loss, [all_audio, all_text, *loss_params], allow_unused=True)
-    audio_grads = grads[0].split([part.shape[0] for part in audio_parts])
-    text_grads = grads[1].split([part.shape[0] for part in text_parts])
-    loss_param_grads = [(param, grad) for param, grad in zip(loss_params, grads[2:]) if grad is not None]
+    if isinstance(logit_scale_a, DTensor):  # FSDP2: the gradients of the loss side are applied here
+        all_grads, loss = _sharded_loss_backward(loss_fn, all_audio, all_text, logit_scale_a, logit_scale_t)
+        loss_param_grads = []
+    else:
+        loss_params = _loss_parameters(loss_fn, logit_scale_a, logit_scale_t)
+        with torch.enable_grad():
+            loss = loss_fn(all_audio, all_text, logit_scale_a, logit_scale_t)
+            grads = torch.autograd.grad(loss, [all_audio, all_text, *loss_params], allow_unused=True)
+        all_grads = grads[:2]
+        loss_param_grads = [(param, grad) for param, grad in zip(loss_params, grads[2:]) if grad is not None]
+    audio_grads = all_grads[0].split([part.shape[0] for part in audio_parts])
+    text_grads = all_grads[1].split([part.shape[0] for part in text_parts])
 
     # (c) one chunk at a time: same RNG as in (a), backprop the cached gradient through a surrogate scalar
     last = len(chunks) - 1
@@ -132,6 +143,29 @@ def contrastive_accumulation_step(
             backward(surrogate)
     _set_rng_state(rng_after)
     return loss.detach()
+
+
+def _sharded_loss_backward(loss_fn: LossFn, all_audio: torch.Tensor, all_text: torch.Tensor,
+                           *logit_scales: torch.Tensor | None) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Step (b) under FSDP2: ((d loss / d audio, d loss / d text), loss). The loss runs on full copies of the
+    sharded logit scales and is backpropagated for real, so an FSDP2-wrapped loss module reduce-scatters its
+    own parameters' gradients; each scale's gradient is averaged over ranks (FSDP2's reduction) and its
+    shard added to the scale's `.grad`."""
+    leaves = [None if scale is None else scale.full_tensor().detach().requires_grad_(scale.requires_grad)
+              for scale in logit_scales]
+    with torch.enable_grad():
+        loss = loss_fn(all_audio, all_text, *leaves)
+        loss.backward()
+    for scale, leaf in zip(logit_scales, leaves):
+        if leaf is None or leaf.grad is None:
+            continue
+        grad = leaf.grad
+        if dist.is_initialized():
+            dist.all_reduce(grad)
+            grad = grad / dist.get_world_size()
+        shard = distribute_tensor(grad, scale.device_mesh, scale.placements)
+        scale.grad = shard if scale.grad is None else scale.grad + shard
+    return (all_audio.grad, all_text.grad), loss
 
 
 def split_batch(batch: dict[str, Any], num_chunks: int) -> list[dict[str, Any]]:

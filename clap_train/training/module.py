@@ -8,6 +8,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from clap_train.distributed.parallelize import parallelize, shard_module
 from clap_train.evaluation.collect import EmbeddingCollector
@@ -83,8 +84,6 @@ class CLAPModule(L.LightningModule):
             return
         self._parallelized = True
         mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
-        if mesh is not None and self.contrastive_accumulation > 1:
-            raise ValueError("training.contrastive_accumulation > 1 is supported with DDP or one device, not FSDP")
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
         if mesh is not None and self.loss is not None:  # the loss is None when only evaluating
@@ -127,11 +126,10 @@ class CLAPModule(L.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        logs = {
-            "loss": loss,
-            "logit_scale_a": self.model.logit_scale_a.detach().exp().squeeze(),
-            "logit_scale_t": self.model.logit_scale_t.detach().exp().squeeze(),
-        }
+        scales = {name: getattr(self.model, name).detach() for name in ("logit_scale_a", "logit_scale_t")}
+        logs = {"loss": loss}  # under FSDP2 the scales are sharded here, after the step: gather them (1 value)
+        logs.update({name: (value.full_tensor() if isinstance(value, DTensor) else value).exp().squeeze()
+                     for name, value in scales.items()})
         return loss, logs
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -2,7 +2,7 @@
 
 Run as a script (Lightning relaunches it once per rank):
     python tests/distributed/_train_script.py {ddp,fsdp} MAX_STEPS OUT.pt [--ckpt-dir D] [--resume CKPT] [--ema]
-        [--unfreeze-step N]
+        [--unfreeze-step N] [--accumulation K]
 Rank 0 writes OUT.pt: {"params": {step: {name: tensor}}, "losses": {step: float}, "global_step": int,
 "ema": {step: {name: tensor}}} (the EMA callback's average, full, with --ema).
 Each rank trains on its own 2 fixed batches of 4 rows, the same every epoch, so a resumed run sees the
@@ -65,10 +65,12 @@ def main() -> None:
     parser.add_argument("--resume")
     parser.add_argument("--ema", action="store_true")
     parser.add_argument("--unfreeze-step", type=int, help="FreezeTowers until this step")
+    parser.add_argument("--accumulation", type=int, default=1, help="training.contrastive_accumulation (K)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     L.seed_everything(0)
-    module = make_module(loss=SigLipLoss(bias_init=-2.0), gradient_clip_val=0.5)
+    module = make_module(loss=SigLipLoss(bias_init=-2.0), gradient_clip_val=0.5,
+                         contrastive_accumulation=args.accumulation)
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else DDPStrategy(find_unused_parameters=True)
     ema = EMA(decay=0.5) if args.ema else None
     callbacks = [ema, Recorder(args.out, ema)] if ema else [Recorder(args.out)]

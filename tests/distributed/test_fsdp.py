@@ -3,7 +3,8 @@
 The tiny CLAP (tests/training/_tiny.py) trains with SigLIP (a loss that owns a parameter), gradient
 clipping, SGD with momentum and a warmup-cosine schedule. Every parameter (full, gathered) after every
 step must match between the strategies, and an FSDP run resumed from its sharded checkpoint must continue
-exactly where an uninterrupted DDP run goes.
+exactly where an uninterrupted DDP run goes. The same script checks the EMA and FreezeTowers callbacks and
+contrastive accumulation (GradCache) under FSDP2 against DDP.
 """
 
 import os
@@ -92,3 +93,16 @@ def test_freeze_towers_under_fsdp_matches_ddp(tmp_path):
     assert torch.equal(params[1][tower], params[2][tower])  # frozen during step 2
     assert not torch.equal(params[1][head], params[2][head])  # the heads trained meanwhile
     assert not torch.equal(params[2][tower], params[3][tower])  # unfrozen at global step 2
+
+
+@pytest.mark.slow
+def test_contrastive_accumulation_under_fsdp_equals_one_big_batch(tmp_path):
+    """GradCache with K=2 chunks on sharded parameters (the logit scales and the SigLIP bias live outside the
+    towers) gives the parameters of DDP without accumulation, step after step."""
+    ddp = run_script("ddp", "3", str(tmp_path / "ddp.pt"))
+    fsdp = run_script("fsdp", "3", str(tmp_path / "fsdp.pt"), "--accumulation", "2")
+    for step in (1, 2, 3):
+        assert fsdp["losses"][step] == pytest.approx(ddp["losses"][step], abs=TOLERANCE)
+        assert_same_parameters(ddp["params"][step], fsdp["params"][step], step)
+    for name in ("model.logit_scale_a", "loss.bias"):  # the loss-side parameters trained
+        assert not torch.equal(fsdp["params"][1][name], fsdp["params"][3][name]), name
