@@ -84,6 +84,11 @@ class CLAPModule(L.LightningModule):
             return
         self._parallelized = True
         mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        if mesh is not None and self.contrastive_accumulation > 1 and getattr(self.trainer.precision_plugin,
+                                                                              "scaler", None) is not None:
+            # GradCache's sharded loss step (grad_cache._sharded_loss_backward) writes unscaled gradients
+            raise ValueError("training.contrastive_accumulation > 1 under FSDP needs a precision without fp16 loss "
+                             "scaling (bf16-mixed, bf16-true or 32-true), got trainer.precision=16-mixed")
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
         if mesh is not None and self.loss is not None:  # the loss is None when only evaluating

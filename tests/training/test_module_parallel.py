@@ -1,6 +1,8 @@
 """CLAPModule knobs: contrastive accumulation == a K-times larger batch, parameter groups, parallelize
 (activation checkpointing, compile) exactness, bf16-mixed on the CPU."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
@@ -40,6 +42,16 @@ def test_contrastive_accumulation_validation():
         make_module(contrastive_accumulation=0)
     with pytest.raises(ValueError, match="gradient_clip_val"):
         make_module(gradient_clip_val=0.0)
+
+
+def test_fsdp_accumulation_refuses_fp16_loss_scaling():
+    """Under FSDP, GradCache's loss step writes unscaled gradients: 16-mixed (a GradScaler) is refused before
+    any sharding. A fake mesh and trainer stand in for ModelParallelStrategy (fp16 AMP needs a GPU)."""
+    module = make_module(contrastive_accumulation=2)
+    module._device_mesh = {"data_parallel": "mesh"}
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()))
+    with pytest.raises(ValueError, match="contrastive_accumulation > 1 under FSDP needs a precision without fp16"):
+        module.configure_model()
 
 
 def test_param_groups_tower_lr_and_no_decay():
