@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from clap_train.checkpoints.load import load_model
+from clap_train.data.audio_ops import int16_to_float
 from clap_train.data.datamodule import CLAPDataModule
 from clap_train.data.stages import ChooseCaption, FusionFeatures, sample_stages
 from clap_train.evaluation.report import sample_text_queries, write_report
@@ -104,8 +105,9 @@ def evaluation_sets(cfg: DictConfig, stored: dict | None) -> tuple[dict, dict]:
 def read_clip_audio(urls: list[str], keys: set[str], stages: list, clip_samples: int) -> dict:
     """{key: mono waveform (<= clip_samples,)} for `keys`, scanning the shards once.
 
-    `stages` are the set's evaluation sample stages; they are applied up to the crop, so the clip is
-    the window the model heard (fused models, which see the whole clip, show its first window).
+    `stages` are the set's evaluation sample stages; they are applied up to the crop (and int16
+    quantisation, read back as float), so the clip is the window the model heard (fused models, which
+    see the whole clip, show its first window).
     """
     found = {}
     for sample in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
@@ -115,7 +117,8 @@ def read_clip_audio(urls: list[str], keys: set[str], stages: list, clip_samples:
             if isinstance(stage, (FusionFeatures, ChooseCaption)):
                 break
             sample = stage(sample)
-        found[sample["key"]] = sample["wave"][:clip_samples]
+        wave = sample["wave"]
+        found[sample["key"]] = (int16_to_float(wave) if wave.dtype == torch.int16 else wave)[:clip_samples]
         if len(found) == len(keys):
             break
     return found

@@ -11,7 +11,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from clap_train.evaluate import evaluate
+from clap_train.data.audio_ops import int16_roundtrip
+from clap_train.data.stages import sample_stages
+from clap_train.evaluate import evaluate, read_clip_audio
 from clap_train.training.run import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +108,18 @@ def test_cli_logs_examples_with_playable_audio_to_wandb(validated_checkpoint, tm
     assert len(cells) == len(examples) and all(cell["_type"] == "audio-file" for cell in cells)
     assert {cell["path"] for cell in cells} <= set(files) and all(files[cell["path"]].is_file() for cell in cells)
     assert len({cell["path"] for cell in cells}) == len({row["audio"] for row in examples})
+
+
+def test_report_clips_are_float_waveforms_with_int16_batches(validated_checkpoint):
+    """With int16 stages the model hears q / 32767: the report's players must get that float clip, not q."""
+    tmp, _, _ = validated_checkpoint
+    urls = sorted(str(path) for path in (tmp / "cache" / "demo").glob("val-*.tar"))
+    keys = {"val_000000", "val_000003"}
+    clips = {int16: read_clip_audio(urls, keys, sample_stages(16000, 16000, "head", int16=int16, train=False), 16000)
+             for int16 in (False, True)}
+    for key in keys:
+        assert clips[True][key].dtype == torch.float32 and clips[True][key].abs().max() <= 1.0
+        torch.testing.assert_close(clips[True][key], int16_roundtrip(clips[False][key]), atol=0, rtol=0)
 
 
 def test_in_process_defaults_to_the_checkpoints_sets(validated_checkpoint, tmp_path):
