@@ -63,10 +63,12 @@ class CLAPModel(nn.Module):
         return F.normalize(self.text_projection(self.text_encoder(input_ids, attention_mask)), dim=-1)
 
     def audio_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The audio tower's input from a batch: precomputed `features`, else the log-mel of `waveform`."""
+        """The audio tower's input from a batch: precomputed `features`, else the log-mel of `waveform`
+        (computed in float32, then cast to the tower's parameter dtype: bf16 for a bf16-true model)."""
         if "features" in batch:
             return batch["features"], batch.get("is_longer")
-        return self.frontend(batch["waveform"]), batch.get("is_longer")
+        features = self.frontend(batch["waveform"])
+        return features.to(next(self.audio_encoder.parameters()).dtype), batch.get("is_longer")
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Embeds a batch (keys in docs/ARCHITECTURE.md) -> {'audio_embeds', 'text_embeds'}."""

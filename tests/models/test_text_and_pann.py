@@ -79,6 +79,28 @@ def test_roberta_padding_does_not_change_pooled_output():
     torch.testing.assert_close(out, out_padded, atol=1e-6, rtol=0)
 
 
+def test_bf16_model_keeps_a_float32_front_end():
+    """`model.to(torch.bfloat16)` (Lightning's bf16-true): the STFT constants stay float32, the log-mel is
+    computed in float32 from an int16 waveform and handed to the tower in bf16."""
+    torch.manual_seed(0)
+    model = CLAPModel(Cnn14Encoder((4, 8), num_mel_bins=16), RobertaEncoder(50, 16, 1, 2, 32, 20),
+                      LogMelFrontend(8000, 256, 128, 16, 20, 4000), embed_dim=8).eval()
+    batch = {"waveform": (torch.randn(3, 4000) * 3000).to(torch.int16), "input_ids": torch.randint(3, 50, (3, 6)),
+             "attention_mask": torch.ones(3, 6, dtype=torch.long)}
+    with torch.no_grad():
+        expected_features, _ = model.audio_features(batch)
+        expected = model(batch)["audio_embeds"]
+        model.to(torch.bfloat16)
+        assert model.frontend.window.dtype == model.frontend.mel_fbank.dtype == torch.float32
+        features, _ = model.audio_features(batch)
+        audio = model(batch)["audio_embeds"]
+    assert features.dtype == torch.bfloat16 and audio.dtype == torch.bfloat16
+    torch.testing.assert_close(features.float(), expected_features, atol=0.5, rtol=0.01)  # bf16 rounding of dB values
+    assert torch.nn.functional.cosine_similarity(audio.float(), expected).min() > 0.99
+    double = LogMelFrontend(8000, 256, 128, 16, 20, 4000, double_precision=True).float()
+    assert double.window.dtype == torch.float64  # a cast never lowers the front end's own precision
+
+
 def test_bad_constructor_arguments_name_themselves():
     with pytest.raises(ValueError, match="num_heads"):
         RobertaEncoder(100, 30, 1, 4)

@@ -93,8 +93,20 @@ class LogMelFrontend(nn.Module):
         for band in range(num_bands):
             first_mel, end_mel = band * n_mels // num_bands, (band + 1) * n_mels // num_bands
             self.bands.append((*_nonzero_rows(fbank[:, first_mel:end_mel]), first_mel, end_mel))
-        self.register_buffer("mel_fbank", fbank.to(dtype), persistent=False)  # (n_fft/2+1, n_mels)
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True, dtype=dtype), persistent=False)
+        # master copies (plain attributes, which `.to()` leaves alone) of the two buffers below; see `_apply`
+        self._constants = {"mel_fbank": fbank.to(dtype),  # (n_fft/2+1, n_mels)
+                           "window": torch.hann_window(n_fft, periodic=True, dtype=dtype)}
+        for name, value in self._constants.items():
+            self.register_buffer(name, value.clone(), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """Moves follow the model; dtype casts do not: after `model.to(torch.bfloat16)` (Lightning's
+        bf16-true) the window and filters stay float32 (float64), rebuilt from the master copies, since
+        FFTs do not run in bf16 and a bf16 window would cost the log-mel its precision."""
+        super()._apply(fn, recurse)
+        for name, value in self._constants.items():
+            setattr(self, name, value.to(getattr(self, name).device))
+        return self
 
     def num_frames(self, num_samples: int) -> int:
         return num_samples // self.hop_length + 1
