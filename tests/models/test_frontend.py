@@ -191,3 +191,12 @@ def test_int16_roundtrip_truncates_toward_zero_and_clips():
     out = int16_roundtrip(np.array([1.5, -2.0, 0.5, -0.5, 1e-5, -1e-5], dtype=np.float32))
     expected = np.array([32767, -32767, 16383, -16383, 0, 0], dtype=np.float32) / 32767.0
     assert np.array_equal(out.numpy(), expected)
+
+
+def test_autocast_does_not_reach_the_front_end():
+    """Under bf16-mixed the model runs in an autocast region; the mel projection must stay float32."""
+    frontend = LogMelFrontend(8000, 256, 128, 16, 20, 4000)
+    wave = torch.randn(2, 4000) * 0.1
+    expected = frontend(wave)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(frontend(wave), expected)
