@@ -82,7 +82,7 @@ def test_cli_writes_report_and_matches_validation(validated_checkpoint):
 def test_cli_logs_examples_with_playable_audio_to_wandb(validated_checkpoint, tmp_path):
     """logger=wandb (offline, for real): metrics, the page, and the examples as a table whose audio cells
     are W&B media files inside the run (the page's own players point at local files)."""
-    from tests.ops.test_wandb import offline_run_file, wandb_env
+    from tests.ops.wandb_fakes import offline_run_file, wandb_env
     from tests.ops.wandb_records import artifacts, history_keys, read_finished_records
 
     tmp, checkpoint, _ = validated_checkpoint

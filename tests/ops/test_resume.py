@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from clap_train.training.resume import (
     local_checkpoints,
     resolve_resume_checkpoint,
 )
+from tests.ops.wandb_fakes import FakeApi
 
 RANK_VARS = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
 
@@ -29,27 +29,6 @@ def write_ckpt(path: Path, step: int, age_s: float = 0.0) -> Path:
     t = time.time() - age_s
     os.utime(path, (t, t))
     return path
-
-
-class FakeArtifact:
-    def __init__(self, source: Path):
-        self.source = source
-
-    def download(self, root: str) -> str:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.source, Path(root) / "model.ckpt")
-        return root
-
-
-class FakeApi:
-    """Local stand-in for `wandb.Api`: `.artifact(name).download(root)` copies a local checkpoint."""
-
-    def __init__(self, source: Path, requested: list[str]):
-        self.source, self.requested = source, requested
-
-    def artifact(self, name: str, type: str | None = None) -> FakeArtifact:
-        self.requested.append(name)
-        return FakeArtifact(self.source)
 
 
 @pytest.fixture

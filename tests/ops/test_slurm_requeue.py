@@ -61,6 +61,16 @@ def job_states(jobcomp: Path, job_id: str) -> list[str]:
     return re.findall(rf"JobId={job_id} .*?JobState=(\S+)", jobcomp.read_text())
 
 
+def wait_completed(jobcomp: Path, job_id: str, log: Path, timeout_s: float) -> None:
+    """Until the job is COMPLETED; fails at once, with the job's log tail, if it ends any other way."""
+    def finished():
+        states = job_states(jobcomp, job_id)
+        assert not set(states) & {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED"}, log.read_text()[-4000:]
+        return "COMPLETED" in states
+
+    wait_for(finished, timeout_s, f"job {job_id} COMPLETED in {jobcomp}", poll_s=1.0)
+
+
 def test_usr1_requeues_and_the_rerun_resumes(cluster, tmp_path):
     base, env = cluster
     env.update(CLAP_PYTHON=sys.executable, CLAP_ACCELERATOR="cpu")
@@ -75,15 +85,9 @@ def test_usr1_requeues_and_the_rerun_resumes(cluster, tmp_path):
     run_dir = tmp_path / "runs" / f"clap_train-{job_id}"
     jobcomp = base / "log" / "jobcomp.txt"
     log = out_dir / f"slurm-{job_id}.out"
-
-    def finished():
-        states = job_states(jobcomp, job_id)
-        assert not set(states) & {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}, log.read_text()[-4000:]
-        return "COMPLETED" in states
-
     wait_for((run_dir / "checkpoints" / "last.ckpt").is_file, 300, "the job's first checkpoint", poll_s=0.2)
     slurm(env, "scancel", "--signal=USR1", job_id)  # what Slurm sends --signal=USR1@300 before the time limit
-    wait_for(finished, 300, f"job {job_id} COMPLETED in {jobcomp}", poll_s=1.0)
+    wait_completed(jobcomp, job_id, log, 300)
 
     assert "Restarts=1" in slurm(env, "scontrol", "show", "job", job_id)
     text = log.read_text()
@@ -117,13 +121,7 @@ def test_multinode_script_runs_one_ddp_rank_per_srun_task(cluster, tmp_path):
                    f"+callbacks.probe.path='{tmp_path}/rank{{rank}}.jsonl'").strip()  # quoted: braces
     jobcomp = base / "log" / "jobcomp.txt"
     log = out_dir / f"slurm-{job_id}.out"
-
-    def finished():
-        states = job_states(jobcomp, job_id)
-        assert not set(states) & {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "CANCELLED"}, log.read_text()[-4000:]
-        return "COMPLETED" in states
-
-    wait_for(finished, 400, f"job {job_id} COMPLETED in {jobcomp}", poll_s=1.0)
+    wait_completed(jobcomp, job_id, log, 400)
     assert f"clap_train: job {job_id} restart 0 on localhost (1 nodes x 2 tasks)" in log.read_text()
     records = [[json.loads(line) for line in (tmp_path / f"rank{rank}.jsonl").read_text().splitlines()]
                for rank in (0, 1)]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 import wandb
@@ -13,45 +11,12 @@ from hydra import compose, initialize_config_dir
 
 from clap_train.training.run import train
 from tests.ops._entry import REPO, TINY_DEMO, run_entry
+from tests.ops.wandb_fakes import FakeApi, offline_run_file, wandb_env
 from tests.ops.wandb_records import artifacts, config_keys, history_keys, read_finished_records
 
 pytestmark = pytest.mark.slow
 LOGGED = {"train/loss", "lr-AdamW/towers", "train/logit_scale_a", "train/logit_scale_t", "perf/samples_per_sec",
           "val/synthetic/t2a_R@1", "val/synthetic/a2t_R@10"}
-
-
-def wandb_env(tmp_path: Path) -> dict:
-    dirs = {name: str(tmp_path / "wandb_home" / name.lower()) for name in
-            ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")}
-    return {"WANDB_MODE": "offline", "HOME": str(tmp_path / "home"), **dirs}
-
-
-def offline_run_file(run_dir: Path, run_id: str) -> Path:
-    found = sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))
-    assert found, f"no offline W&B run {run_id} under {run_dir / 'wandb'}"
-    return found[-1]
-
-
-class FakeArtifact:
-    def __init__(self, source: Path):
-        self.source = source
-
-    def download(self, root: str) -> str:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.source, Path(root) / "model.ckpt")
-        return root
-
-
-class FakeApi:
-    """Local stand-in for `wandb.Api` (no W&B server here): `.artifact(name).download(root)` copies the
-    checkpoint of the offline run instead of downloading the artifact `name`."""
-
-    def __init__(self, source: Path, requested: list):
-        self.source, self.requested = source, requested
-
-    def artifact(self, name: str, type: str | None = None) -> FakeArtifact:
-        self.requested.append(name)
-        return FakeArtifact(self.source)
 
 
 def test_wandb_offline_logs_and_resume_from_wandb(tmp_path, monkeypatch):
