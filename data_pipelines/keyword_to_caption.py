@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-beams", type=int, default=1)
     args = parser.parse_args(argv)
 
-    shard_paths = expand_shards(args.shards)
+    shard_paths = expand_shards(args.shards, "--shards")
     if args.model:
         captioner = Seq2SeqCaptioner(
             args.model, args.batch_size, args.device, args.prompt_prefix, args.max_new_tokens, args.num_beams

@@ -31,7 +31,7 @@ from data_pipelines.shards import (
     ShardWriter,
     decode_audio,
     encode_flac,
-    iter_tar,
+    tar_keys,
     to_mono_48k,
 )
 
@@ -80,7 +80,7 @@ def _existing_shards(out_dir: Path, split: str) -> tuple[set[str], int]:
         leftover.unlink()  # an interrupted write: its samples are not in any completed shard
     keys, next_index = set(), 0
     for shard in sorted(out_dir.glob(f"{split}-*.tar")):
-        keys.update(key for key, _ in iter_tar(shard))
+        keys.update(tar_keys(shard))
         next_index = max(next_index, int(shard.stem.rsplit("-", 1)[1]) + 1)
     return keys, next_index
 

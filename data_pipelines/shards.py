@@ -17,6 +17,7 @@ shards behind (plus `*.tmp` files that a resumed run deletes).
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -257,19 +258,34 @@ def write_shards(
 # ---------------------------------------------------------------------------------- reading
 
 
-def expand_shards(pattern: str) -> list[str]:
-    """Expand a brace pattern (`dir/train-{000000..000003}.tar`) or `::`-joined list into paths.
+def is_remote(url: str) -> bool:
+    """True for a shard URL with a scheme (pipe:, file:, s3://, ...), which webdataset's gopen opens."""
+    return "://" in url or url.startswith(("pipe:", "file:"))
+
+
+def expand_shards(pattern: str, field: str = "shards") -> list[str]:
+    """Expand a shard pattern: brace notation (`train-{000000..000099}.tar`), a glob (`train-*.tar`),
+    or several of these joined by `::`. Remote URLs are not checked.
 
     Raises:
-        FileNotFoundError naming the first listed shard that does not exist.
+        FileNotFoundError naming `field`, the pattern and the first missing shards.
     """
     import braceexpand  # a webdataset dependency
 
-    paths = [path for part in pattern.split("::") for path in braceexpand.braceexpand(part)]
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"shards: no file {path}")
-    return paths
+    urls = []
+    for part in pattern.split("::"):
+        if any(c in part for c in "*?["):
+            matches = sorted(glob.glob(part))
+            if not matches:
+                raise FileNotFoundError(f"{field}: no shards match {part!r}")
+            urls += matches
+        else:
+            urls += braceexpand.braceexpand(part)
+    missing = [url for url in urls if not is_remote(url) and not os.path.isfile(url)]
+    if not urls or missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise FileNotFoundError(f"{field}: {len(missing)} of {len(urls)} shards not found for {pattern!r}: {shown}")
+    return urls
 
 
 def iter_tar(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -277,13 +293,9 @@ def iter_tar(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     key, members = None, {}
     with tarfile.open(path, "r") as tar:
         for info in tar:
-            if not info.isfile():
+            member_key, extension = _split_member(info)
+            if member_key is None:
                 continue
-            directory, _, base = info.name.rpartition("/")
-            stem, dot, extension = base.partition(".")
-            if not dot:
-                continue
-            member_key = f"{directory}/{stem}" if directory else stem
             if member_key != key:
                 if key is not None:
                     yield key, members
@@ -291,6 +303,22 @@ def iter_tar(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             members[extension] = tar.extractfile(info).read()
     if key is not None:
         yield key, members
+
+
+def tar_keys(path: str | Path) -> set[str]:
+    """The sample keys of a tar, from its member headers only (no member is read)."""
+    with tarfile.open(path, "r") as tar:
+        return {key for key, _ in map(_split_member, tar) if key is not None}
+
+
+def _split_member(info: tarfile.TarInfo) -> tuple[str | None, str]:
+    """(sample key, extension) of a tar member: `dir/abc.flac` -> (`dir/abc`, `flac`); (None, "") for
+    directories and names without an extension."""
+    directory, _, base = info.name.rpartition("/")
+    stem, dot, extension = base.partition(".")
+    if not info.isfile() or not dot:
+        return None, ""
+    return (f"{directory}/{stem}" if directory else stem), extension
 
 
 def read_meta(members: dict[str, bytes]) -> dict:

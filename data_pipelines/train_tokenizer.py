@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="directory for tokenizer.json")
     parser.add_argument("--vocab-size", type=int, required=True)
     args = parser.parse_args(argv)
-    path, num_captions = train_tokenizer(expand_shards(args.shards), args.out, args.vocab_size)
+    path, num_captions = train_tokenizer(expand_shards(args.shards, "--shards"), args.out, args.vocab_size)
     print(f"train_tokenizer: trained on {num_captions} captions -> {path}", file=sys.stderr)
     return 0
 

@@ -15,10 +15,10 @@ from clap_train.data.pipeline import (
     build_eval_dataset,
     count_samples,
     derive_seed,
-    expand_shards,
 )
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer
+from data_pipelines.shards import expand_shards
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ Evaluation (`build_eval_dataset`): one finite pass, each shard read by exactly o
 
 from __future__ import annotations
 
-import glob
 import itertools
 import json
 import logging
@@ -20,34 +19,16 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import braceexpand
 import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from clap_train.data.stages import Collate, SkipCounter
+from data_pipelines.shards import SIZES_FILE, is_remote
 
 log = logging.getLogger(__name__)
 SHARD_READ_BUFFER = 1 << 20  # bytes; webdataset opens local files with the 8 KiB default (~0.1 ms/clip more)
-
-
-def expand_shards(pattern: str, field: str = "data.shards") -> list[str]:
-    """Expand a shard pattern (brace notation `train-{000000..000099}.tar` or a glob `train-*.tar`).
-
-    Raises FileNotFoundError naming `field` and the missing files.
-    """
-    if any(c in pattern for c in "*?["):
-        urls = sorted(glob.glob(pattern))
-        if not urls:
-            raise FileNotFoundError(f"{field}: no shards match {pattern!r}")
-        return urls
-    urls = list(braceexpand.braceexpand(pattern))
-    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
-    if not urls or missing:
-        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise FileNotFoundError(f"{field}: {len(missing)} of {len(urls)} shards not found for {pattern!r}: {shown}")
-    return urls
 
 
 def count_samples(urls: list[str]) -> int:
@@ -59,13 +40,13 @@ def count_samples(urls: list[str]) -> int:
     for url in urls:
         folder = Path(url).parent
         if folder not in sizes_by_dir:
-            sizes_path = folder / "sizes.json"
+            sizes_path = folder / SIZES_FILE
             if not sizes_path.is_file():
                 raise FileNotFoundError(f"no sizes.json beside {url}: set the epoch length with data.epoch_samples")
             sizes_by_dir[folder] = json.loads(sizes_path.read_text())
         name = Path(url).name
         if name not in sizes_by_dir[folder]:
-            raise KeyError(f"{folder / 'sizes.json'} has no entry for {name}")
+            raise KeyError(f"{folder / SIZES_FILE} has no entry for {name}")
         total += sizes_by_dir[folder][name]
     return total
 
@@ -184,8 +165,7 @@ def open_shards(src: Iterator[dict], handler: Callable[[Exception], bool]) -> It
     for sample in src:
         url = sample["url"]
         try:
-            remote = "://" in url or url.startswith(("pipe:", "file:"))
-            stream = wds.gopen(url) if remote else open(url, "rb", buffering=SHARD_READ_BUFFER)  # noqa: SIM115 (closed below)
+            stream = wds.gopen(url) if is_remote(url) else open(url, "rb", buffering=SHARD_READ_BUFFER)  # noqa: SIM115 (closed below)
         except Exception as error:
             error.args = (*error.args, url)
             if handler(error):

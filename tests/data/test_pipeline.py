@@ -17,11 +17,11 @@ from clap_train.data.pipeline import (
     batches_per_worker,
     build_eval_dataset,
     count_samples,
-    expand_shards,
     tar_samples,
 )
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer
+from data_pipelines.shards import expand_shards
 from tests.data.conftest import BAD_KEYS, CLIP_SAMPLES, SAMPLE_RATE
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from clap_train.data.pipeline import count_samples, expand_shards
+from clap_train.data.pipeline import count_samples
 from clap_train.data.synthetic import ensure_synthetic_dataset
-from data_pipelines.shards import iter_tar, read_meta
+from data_pipelines.shards import expand_shards, iter_tar, read_meta
 
 
 def test_synthetic_dataset_layout_reuse_and_rebuild(tmp_path):
