@@ -22,6 +22,7 @@ import torch
 
 from data_pipelines.captions import debias, template_caption
 from data_pipelines.shards import (
+    AUDIO_MEMBERS,
     audio_duration,
     encode_meta,
     expand_shards,
@@ -30,8 +31,6 @@ from data_pipelines.shards import (
     update_sizes,
     write_tar,
 )
-
-AUDIO_MEMBERS = ("flac", "wav", "mp3", "ogg")
 
 
 class TemplateCaptioner:
@@ -124,10 +123,11 @@ def augment_shards(shard_paths: list[str], out_dir: str | Path, captioner, min_s
         samples = [(key, members, read_meta(members)) for key, members in iter_tar(path)]
         todo = []
         for index, (_, members, meta) in enumerate(samples):
-            duration = _duration(members)
             if not meta.get("tags"):
                 counts["no_tags"] += 1
-            elif duration is None or duration < min_seconds:
+                continue
+            duration = _duration(members)
+            if duration is None or duration < min_seconds:
                 counts["short"] += 1
             else:
                 todo.append(index)

@@ -90,11 +90,10 @@ class CLAPDataModule(L.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.epoch_samples = num_workers, epoch_samples
         self.train_weights = list(train_weights) if train_weights is not None else None
-        self.caption_probs = dict(caption_probs) if caption_probs is not None else None
-        self.fusion_frontend = dict(fusion_frontend) if fusion_frontend is not None else None
         self.stage_args = {"sample_rate": sample_rate, "clip_samples": clip_samples, "truncation": truncation,
-                               "padding": padding, "int16": int16, "caption_probs": self.caption_probs,
-                               "fusion_frontend": self.fusion_frontend}
+                           "padding": padding, "int16": int16,
+                           "caption_probs": dict(caption_probs) if caption_probs is not None else None,
+                           "fusion_frontend": dict(fusion_frontend) if fusion_frontend is not None else None}
         sample_stages(**self.stage_args)  # validates truncation, padding, caption_probs, fusion_frontend now
         self.max_text_length, self.shuffle_buffer, self.seed = max_text_length, shuffle_buffer, seed
         self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None

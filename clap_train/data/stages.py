@@ -29,9 +29,9 @@ from torch.utils.data import default_collate
 from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_quantise, int16_roundtrip
 from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.tokenizer import CaptionTokenizer
+from data_pipelines.shards import AUDIO_MEMBERS
 
 log = logging.getLogger(__name__)
-AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
 CAPTION_SOURCES = ("original", "augmented", "all")
 
 
@@ -102,9 +102,9 @@ class DecodeSample:
 
     def __call__(self, sample: dict) -> dict:
         key = sample.get("__key__", "?")
-        ext = next((e for e in AUDIO_EXTENSIONS if e in sample), None)
+        ext = next((e for e in AUDIO_MEMBERS if e in sample), None)
         if ext is None:
-            raise BadSample(f"{key}: no audio member ({'/'.join(AUDIO_EXTENSIONS)})")
+            raise BadSample(f"{key}: no audio member ({'/'.join(AUDIO_MEMBERS)})")
         if "json" not in sample:
             raise BadSample(f"{key}: no json member")
         try:

@@ -61,7 +61,6 @@ class ZeroShotTask:
             build_prompts(["x"], template)  # raises naming a template without {label}
         self.templates = list(templates)
         self.multilabel, self.retrieval = multilabel, retrieval
-        self.label_file = label_file
         self.labels: tuple[list[str], list[str]] | None = None
         if label_file is not None:
             if not Path(label_file).is_file():
@@ -165,10 +164,9 @@ def evaluate_set(name: str, embeddings: EmbeddingSet, task: ZeroShotTask | None,
         if task.multilabel or folds is None or bool((folds < 0).any()):
             folds = None  # per-fold accuracies only when every clip names its fold (ESC-50)
         metrics.update(zeroshot_metrics(embeddings.audio_embeds, classifier, targets, folds=folds))
-        if not task.multilabel:
-            metrics["num_classes"] = float(len(class_names))  # top-k by chance is k / num_classes
         result.class_names = class_names
         if not task.multilabel:
+            metrics["num_classes"] = float(len(class_names))  # top-k by chance is k / num_classes
             predictions = (embeddings.audio_embeds.float() @ classifier.T).argmax(1)  # (N,)
             result.confusion = confusion_matrix(predictions, targets, len(class_names))
     metrics["num_clips"] = float(len(embeddings.keys))

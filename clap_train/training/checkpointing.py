@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 SLOW_REPLACE_ENV = "CLAP_TEST_SLOW_CHECKPOINT_REPLACE_S"
 
 
+def remove_path(path: Path) -> None:
+    """Delete a file or a directory tree (a sharded checkpoint is a directory); nothing if absent."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def swap_in_directory(new: Path, path: Path) -> None:
     """Replace the directory (or file) `path` by the complete directory `new` with two renames.
 
@@ -45,13 +53,11 @@ def swap_in_directory(new: Path, path: Path) -> None:
     leaves the previous checkpoint complete at `path.old`; `recover_swapped(path)` puts it back.
     """
     old = path.with_name(path.name + ".old")
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    remove_path(old)
     if path.exists():
         os.replace(path, old)
     os.replace(new, path)
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    remove_path(old)
 
 
 def recover_swapped(path: Path) -> None:
@@ -130,10 +136,7 @@ def remove_superseded_hpc_checkpoints(hpc_dir: Path, newer: Path) -> list[Path]:
     newer_mtime = newer.stat().st_mtime_ns
     removed = [p for p in hpc_dir.glob("hpc_ckpt_*.ckpt") if p.stat().st_mtime_ns < newer_mtime]
     for path in removed:
-        if path.is_dir():  # a sharded (DCP) checkpoint under FSDP
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)  # a file, or a sharded (DCP) checkpoint directory under FSDP
         log.info("removed %s: superseded by %s", path, newer)
     return removed
 

@@ -68,7 +68,7 @@ class CLAPModule(L.LightningModule):
             raise ValueError(f"zeroshot names sets {unknown} that are not validation sets {self.val_names}")
         self.collectors = [EmbeddingCollector() for _ in self.val_names]
         self.last_results: dict[str, SetResult] = {}
-        self.num_skipped = 0
+        self.num_skipped: int | torch.Tensor = 0  # a device tensor once training runs: no host sync per step
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -102,7 +102,7 @@ class CLAPModule(L.LightningModule):
             loss, logs = contrastive_step(self.model, self.loss, batch)
         else:
             loss, logs = self._accumulation_step(batch)
-        self.num_skipped += int(batch["num_skipped"])
+        self.num_skipped = batch["num_skipped"] + self.num_skipped
         batch_size = len(batch["key"])
         self.log("train/loss", logs.pop("loss"), prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch_size)
@@ -146,7 +146,8 @@ class CLAPModule(L.LightningModule):
         self.model.clamp_logit_scales()
 
     def on_train_epoch_end(self) -> None:
-        skipped = self.trainer.strategy.reduce(torch.tensor(float(self.num_skipped)), reduce_op="sum")
+        skipped = torch.as_tensor(self.num_skipped, dtype=torch.float32, device=self.device)
+        skipped = self.trainer.strategy.reduce(skipped, reduce_op="sum")
         self.log("train/skipped_samples", skipped, rank_zero_only=True)
         if self.trainer.is_global_zero:  # one line per epoch, whatever the logger
             print(f"epoch {self.current_epoch}: {int(skipped)} bad training samples skipped so far "

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from clap_train.training.checkpointing import swap_in_directory
+from clap_train.training.checkpointing import remove_path, swap_in_directory
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -43,8 +42,8 @@ class FSDP2Strategy(ModelParallelStrategy):
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         path = Path(self.broadcast(str(filepath)))
         tmp = path.with_name(path.name + ".tmp")
-        if self.global_rank == 0 and tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if self.global_rank == 0:
+            remove_path(tmp)
         self.barrier("fsdp2_checkpoint_tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         self.barrier("fsdp2_checkpoint_written")

@@ -67,9 +67,6 @@ class AudioIndex:
             if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
                 self._by_stem[path.stem].append(path)
 
-    def __len__(self) -> int:
-        return sum(len(paths) for paths in self._by_stem.values())
-
     def find(self, *stems: str) -> Path | None:
         """The first file matching any of `stems` (tried in order), or None."""
         for stem in stems:
