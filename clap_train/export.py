@@ -12,7 +12,6 @@ transformers' ClapFeatureExtractor implements are exportable.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from clap_train.checkpoints.hf import clap_to_hf_state_dict
+from clap_train.cli import ArgumentParser, reporting_user_errors
 from clap_train.models.audio.htsat import HTSATEncoder
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
@@ -29,21 +29,27 @@ ROBERTA_SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
 
 
 def check_exportable(model: CLAPModel) -> None:
-    """Raise TypeError for towers other than HTSAT + RoBERTa, ValueError naming any other setting
-    transformers' CLAP cannot represent."""
+    """Raise ValueError naming what transformers' CLAP cannot represent: towers other than HTSAT + RoBERTa,
+    another front end, a window that is not a whole number of seconds."""
     audio, text, frontend = model.audio_encoder, model.text_encoder, model.frontend
     if not isinstance(audio, HTSATEncoder) or not isinstance(text, RobertaEncoder):
-        raise TypeError(f"only HTSAT + RoBERTa models export to transformers CLAP, got "
+        raise ValueError(f"only HTSAT + RoBERTa models export to transformers CLAP, got "
                          f"{type(audio).__name__} + {type(text).__name__}")
     expected = ("htk", None) if audio.enable_fusion else ("slaney", "slaney")
     if (frontend.mel_scale, frontend.norm) != expected:
         raise ValueError(f"ClapFeatureExtractor uses mel_scale/norm {expected} for enable_fusion="
                          f"{audio.enable_fusion}, the model's front end has {(frontend.mel_scale, frontend.norm)}")
+    if audio.enable_fusion and frontend.n_mels != 64:  # its fusion path resizes to a hard-coded 64 mel bins
+        raise ValueError(f"ClapFeatureExtractor's fusion needs 64 mel bins, the model's front end has {frontend.n_mels}")
     if not text.position_offset:
         raise ValueError("transformers CLAP's text model uses RoBERTa positions (position_offset=True)")
     grids = [audio.spec_size // audio.patch_size // 2**s for s in range(len(audio.depths))]
     if min(grids) < audio.window_size:
         raise ValueError(f"transformers' Swin needs every stage grid >= window_size {audio.window_size}, got {grids}")
+    if model.clip_samples % frontend.sample_rate:
+        # ClapFeatureExtractor's window is max_length_s * sampling_rate samples, used as a slice index
+        raise ValueError(f"ClapFeatureExtractor needs a whole number of seconds: model.clip_samples "
+                         f"{model.clip_samples} at sample_rate {frontend.sample_rate}")
 
 
 def hf_config(model: CLAPModel) -> dict:
@@ -81,11 +87,14 @@ def hf_config(model: CLAPModel) -> dict:
 def hf_preprocessor_config(model: CLAPModel) -> dict:
     """preprocessor_config.json for `ClapFeatureExtractor`, matching the model's front end."""
     frontend = model.frontend
+    # the extractor slices and pads with these sizes: they must be ints, not floats (a float max_length_s
+    # breaks ClapProcessor(audio=...) with "slice indices must be integers")
     return {
         "feature_extractor_type": "ClapFeatureExtractor", "processor_class": "ClapProcessor",
-        "feature_size": frontend.n_mels, "sampling_rate": frontend.sample_rate, "hop_length": frontend.hop_length,
-        "fft_window_size": frontend.n_fft, "frequency_min": frontend.f_min, "frequency_max": frontend.f_max,
-        "max_length_s": model.clip_samples / frontend.sample_rate, "top_db": None, "padding": "repeatpad",
+        "feature_size": int(frontend.n_mels), "sampling_rate": int(frontend.sample_rate),
+        "hop_length": int(frontend.hop_length), "fft_window_size": int(frontend.n_fft),
+        "frequency_min": frontend.f_min, "frequency_max": frontend.f_max,
+        "max_length_s": int(model.clip_samples // frontend.sample_rate), "top_db": None, "padding": "repeatpad",
         "padding_value": 0.0, "return_attention_mask": False,
         "truncation": "fusion" if model.audio_encoder.enable_fusion else "rand_trunc",
     }
@@ -95,13 +104,14 @@ def export_hf(model: CLAPModel, out_dir: str | Path) -> Path:
     """Write `model` as a transformers CLAP directory; returns `out_dir`.
 
     Raises:
-        TypeError, ValueError: see `check_exportable`. FileNotFoundError: `model.tokenizer_path` set but missing.
+        ValueError: see `check_exportable`. FileNotFoundError: `model.tokenizer_path` set but missing.
     """
     check_exportable(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(hf_config(model), indent=2))
     save_file(clap_to_hf_state_dict(model), out / "model.safetensors", metadata={"format": "pt"})
+    (out / "model.safetensors").chmod(0o644)  # safetensors writes 0600; the other files get the usual mode
     (out / "preprocessor_config.json").write_text(json.dumps(hf_preprocessor_config(model), indent=2))
     if getattr(model, "tokenizer_path", None):
         source = Path(model.tokenizer_path)
@@ -118,11 +128,12 @@ def export_hf(model: CLAPModel, out_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     from clap_train.checkpoints.load import load_model
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="clap_train.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="clap_train .ckpt, LAION .pt or transformers CLAP directory")
     parser.add_argument("out_dir", help="directory to write the transformers CLAP files into")
     args = parser.parse_args(argv)
-    out = export_hf(load_model(args.checkpoint), args.out_dir)
+    with reporting_user_errors(parser.prog):
+        out = export_hf(load_model(args.checkpoint), args.out_dir)
     print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
 
 

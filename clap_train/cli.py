@@ -1,0 +1,48 @@
+"""What every command-line tool does with a user's mistake: one line `PROG: error: MESSAGE`, exit status 2.
+
+Used by `python -m clap_train`, `clap_train.evaluate`, `clap_train.export` and the `data_pipelines`
+tools. A user error is one the user fixes in a flag, a config field or a path (`USER_ERRORS`); the
+message names it. Anything else is a bug and keeps its traceback. This module imports nothing heavy,
+so entry points can report bad input before torch and Lightning are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+# FileNotFoundError, NotADirectoryError, ... are OSErrors; PermissionError too (a path the user gave)
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                                PermissionError, ValueError, KeyError)
+EXIT_USER_ERROR = 2  # argparse's status for usage errors
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of the exception's message (OmegaConf and Hydra append `full_key: ...` lines)."""
+    message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # KeyError quotes
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def exit_with_error(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+@contextmanager
+def reporting_user_errors(prog: str, errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn `USER_ERRORS` (+ `errors`) raised inside the block into one line on stderr and exit status 2."""
+    try:
+        yield
+    except USER_ERRORS + tuple(errors) as exc:
+        exit_with_error(prog, error_line(exc))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the one-line error style (its default prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        exit_with_error(self.prog, f"{message} (see --help)")
