@@ -20,13 +20,13 @@ from pathlib import Path
 import hydra
 import torch
 import webdataset as wds
-from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+import clap_train.config_sets  # noqa: F401  (registers `open_sets`, listed in conf/evaluate.yaml)
 from clap_train.checkpoints.load import load_model
 from clap_train.data.audio_ops import int16_to_float
 from clap_train.data.datamodule import CLAPDataModule
@@ -50,11 +50,6 @@ def checkpoint_dir(checkpoint: str) -> str:
 
 
 OmegaConf.register_new_resolver("checkpoint_dir", checkpoint_dir, replace=True)
-# `data.val_shards.NAME=...` and `evaluation.zeroshot.NAME=...` add sets without Hydra's `+` prefix
-_OPEN_SETS = OmegaConf.create({"data": {"val_shards": {}}, "evaluation": {"zeroshot": {}}})
-OmegaConf.set_struct(_OPEN_SETS.data.val_shards, False)
-OmegaConf.set_struct(_OPEN_SETS.evaluation.zeroshot, False)
-ConfigStore.instance().store(name="evaluate_open_sets", node=_OPEN_SETS)
 
 
 def stored_config(checkpoint: Path) -> dict | None:

@@ -88,7 +88,8 @@ def format_summary(before: dict | None, after: dict, val_names: list[str]) -> st
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model, resuming from the run directory's newest checkpoint (`training/resume.py`).
 
-    Returns {'before': metrics or None, 'after': metrics}; also written to `<run_dir>/summary.json`.
+    Returns {'before': metrics or None, 'after': metrics or None (no validation set), 'global_step'}; also
+    written to `<run_dir>/summary.json`.
     """
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
@@ -97,16 +98,19 @@ def train(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
+    validates = bool(datamodule.val_names)  # data.val_shards may be empty: train and checkpoint, no metrics
     before = None
     if ckpt_path is not None:
         # the datamodule seeds the stream from trainer.global_step, so it continues instead of replaying
         log.info("resuming from %s (global step %d)", ckpt_path, checkpoint_step(ckpt_path))
-    elif cfg.eval_before_training:
+    elif cfg.eval_before_training and validates:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    after = trainer.validate(module, datamodule=datamodule, verbose=False)[0] if validates else None
     summary = {"before": before, "after": after, "global_step": trainer.global_step}
     if trainer.is_global_zero:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        print("\n" + format_summary(before, after, datamodule.val_names) + f"\nrun directory: {run_dir}\n", flush=True)
+        metrics = (format_summary(before, after, datamodule.val_names) if validates else
+                   "no validation set (data.val_shards is empty): no metrics")
+        print(f"\n{metrics}\ntrained {trainer.global_step} steps; run directory: {run_dir}\n", flush=True)
     return summary
