@@ -18,13 +18,20 @@ from typing import NoReturn
 USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
                                                 PermissionError, ValueError, KeyError)
 EXIT_USER_ERROR = 2  # argparse's status for usage errors
+METADATA_LINES = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
+                  "See https://hydra.cc/docs")
 
 
 def error_line(exc: BaseException) -> str:
-    """The first line of the exception's message (OmegaConf and Hydra append `full_key: ...` lines)."""
+    """The exception's message on one line: lines joined, without the `full_key:` / `object_type=` lines
+    OmegaConf appends (Hydra's messages span lines: "Could not override 'x'. / To append ... use +x=1")."""
     message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # KeyError quotes
-    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    message = str(message).split("Config search path:")[0]  # Hydra's list of config sources
+    if getattr(exc, "override", None) and exc.override not in message:  # Hydra's OverrideParseException
+        message = f"cannot parse the override {exc.override!r}: {message}"
+    lines = [line.strip() for line in message.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(METADATA_LINES)]
+    return " ".join(kept) if kept else type(exc).__name__
 
 
 def exit_with_error(prog: str, message: str) -> NoReturn:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
+from clap_train.training.cpu_threads import configure_cpu_threads
 from clap_train.training.module import CLAPModule
 from clap_train.training.resume import apply_wandb_resume, checkpoint_step, resolve_resume_checkpoint
 
@@ -47,6 +48,17 @@ def build(cfg: DictConfig):
     for run_logger in trainer.loggers:
         run_logger.log_hyperparams(module.config)
     return datamodule, module, trainer
+
+
+def cpu_processes(trainer_cfg: DictConfig) -> int | None:
+    """Training processes per machine when the run is on the CPU (`trainer.devices` ranks), else None."""
+    import torch
+
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return None
+    devices = trainer_cfg.get("devices", 1)
+    return devices if isinstance(devices, int) and devices > 0 else 1
 
 
 def check_best_metric(best_metric: DictConfig, val_names: list[str], keys: list[str]) -> None:
@@ -91,6 +103,9 @@ def train(cfg: DictConfig) -> dict:
     Returns {'before': metrics or None, 'after': metrics or None (no validation set), 'global_step'}; also
     written to `<run_dir>/summary.json`.
     """
+    processes = cpu_processes(cfg.trainer)
+    if processes is not None:
+        configure_cpu_threads(cfg.get("cpu_threads"), cfg.data.get("num_workers", 0), processes)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
