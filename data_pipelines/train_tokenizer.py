@@ -4,27 +4,40 @@
 
 Reads `text` and `text_augment_t5` (strings or lists) of every sample and trains with
 `clap_train.data.tokenizer.train_bpe_tokenizer` (RoBERTa special-token ids), then writes
-TOKDIR/tokenizer.json, loadable by `clap_train.data.tokenizer.CaptionTokenizer`.
+TOKDIR/tokenizer.json, loadable by `clap_train.data.tokenizer.CaptionTokenizer`. Samples whose json is
+not valid UTF-8 JSON are skipped and counted, as the training loader does.
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from clap_train.cli import ArgumentParser, reporting_user_errors
 from clap_train.data.tokenizer import SPECIAL_TOKENS, train_bpe_tokenizer
 from data_pipelines.shards import expand_shards, iter_tar, read_meta
 
+log = logging.getLogger(__name__)
 CAPTION_FIELDS = ("text", "text_augment_t5")
 
 
-def iter_captions(shard_paths: list[str]) -> Iterator[str]:
-    """Every non-empty caption of `text` and `text_augment_t5` in the shards, in shard order."""
+def iter_captions(shard_paths: list[str], skipped: list[str] | None = None) -> Iterator[str]:
+    """Every non-empty caption of `text` and `text_augment_t5` in the shards, in shard order. The keys of
+    samples whose json does not parse are appended to `skipped`."""
     for path in shard_paths:
-        for _, members in iter_tar(path):
-            meta = read_meta(members)
+        for key, members in iter_tar(path):
+            try:
+                meta = read_meta(members)
+            except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+                if skipped is not None:
+                    skipped.append(key)
+                if skipped is None or len(skipped) <= 3:  # rate-limited: the first few, then only the count
+                    log.warning("train_tokenizer: skipping %s in %s: bad json (%s)", key, path, error)
+                continue
+            if not isinstance(meta, dict):
+                meta = {}
             for field in CAPTION_FIELDS:
                 value = meta.get(field)
                 for caption in [value] if isinstance(value, str) else value or []:
@@ -32,8 +45,9 @@ def iter_captions(shard_paths: list[str]) -> Iterator[str]:
                         yield caption.strip()
 
 
-def train_tokenizer(shard_paths: list[str], out_dir: str | Path, vocab_size: int) -> tuple[Path, int]:
-    """Train on the shards' captions and save `out_dir/tokenizer.json`; returns (path, caption count).
+def train_tokenizer(shard_paths: list[str], out_dir: str | Path, vocab_size: int) -> tuple[Path, int, int]:
+    """Train on the shards' captions and save `out_dir/tokenizer.json`; returns (path, caption count,
+    samples skipped for bad json).
 
     Raises:
         ValueError naming `vocab_size` when it cannot hold the special tokens and the 256 bytes,
@@ -41,27 +55,30 @@ def train_tokenizer(shard_paths: list[str], out_dir: str | Path, vocab_size: int
     """
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size: must be >= {len(SPECIAL_TOKENS) + 256} (specials + bytes), got {vocab_size}")
-    captions = list(iter_captions(shard_paths))
+    skipped: list[str] = []
+    captions = list(iter_captions(shard_paths, skipped))
     if not captions:
-        raise ValueError(f"shards: no captions in {len(shard_paths)} shards")
+        raise ValueError(f"shards: no captions in {len(shard_paths)} shards ({len(skipped)} samples with bad json)")
     tokenizer = train_bpe_tokenizer(captions, vocab_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tokenizer.json"
     tokenizer.save(str(path))
-    return path, len(captions)
+    return path, len(captions), len(skipped)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_pipelines.train_tokenizer", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="data_pipelines.train_tokenizer", description=__doc__.split("\n")[0])
     parser.add_argument("--shards", required=True, help="brace pattern of shards, e.g. 'd/train-{000000..000003}.tar'")
     parser.add_argument("--out", required=True, help="directory for tokenizer.json")
     parser.add_argument("--vocab-size", type=int, required=True)
     args = parser.parse_args(argv)
-    path, num_captions = train_tokenizer(expand_shards(args.shards, "--shards"), args.out, args.vocab_size)
-    print(f"train_tokenizer: trained on {num_captions} captions -> {path}", file=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with reporting_user_errors(parser.prog):
+        path, num_captions, num_skipped = train_tokenizer(expand_shards(args.shards, "--shards"), args.out,
+                                                          args.vocab_size)
+    print(f"train_tokenizer: trained on {num_captions} captions -> {path}; {num_skipped} samples skipped "
+          f"(bad json)", file=sys.stderr)
     return 0
 
 

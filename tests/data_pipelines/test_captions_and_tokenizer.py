@@ -8,7 +8,8 @@ import torch
 from clap_train.data.tokenizer import CaptionTokenizer
 from data_pipelines.captions import debias, template_caption
 from data_pipelines.keyword_to_caption import Seq2SeqCaptioner, TemplateCaptioner, augment_shards, main
-from data_pipelines.shards import encode_flac, iter_tar, read_meta, write_shards
+from data_pipelines.shards import encode_flac, iter_tar, read_meta, write_shards, write_tar
+from data_pipelines.train_tokenizer import main as train_tokenizer_main
 from data_pipelines.train_tokenizer import train_tokenizer
 
 
@@ -114,8 +115,9 @@ def test_keyword_to_caption_with_tiny_t5(tagged_shards, tmp_path):
 def test_train_tokenizer_output_loads(tagged_shards, tmp_path):
     augmented = tmp_path / "aug"
     augment_shards(sorted(map(str, tagged_shards.glob("*.tar"))), augmented, TemplateCaptioner())
-    path, num_captions = train_tokenizer(sorted(map(str, augmented.glob("*.tar"))), tmp_path / "tok", vocab_size=300)
-    assert num_captions == 5 + 3
+    path, num_captions, num_skipped = train_tokenizer(sorted(map(str, augmented.glob("*.tar"))), tmp_path / "tok",
+                                                      vocab_size=300)
+    assert num_captions == 5 + 3 and num_skipped == 0
     tokenizer = CaptionTokenizer(path.parent, max_length=16)
     batch = tokenizer(["the sound of bird", "rain"])
     assert batch["input_ids"].shape == (2, 16) and batch["input_ids"][0, 0].item() == 0
@@ -138,3 +140,23 @@ def test_train_tokenizer_cli(tagged_shards, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "trained on 5 captions" in result.stderr
     assert CaptionTokenizer(tmp_path / "tok").vocab_size <= 280
+
+
+def test_train_tokenizer_skips_and_counts_bad_json(tagged_shards, tmp_path, capsys):
+    members = [("good.json", b'{"text": ["a dog barks loudly"]}'), ("bad.json", b'{"text": ["unterminated'),
+               ("latin.json", b'{"text": ["caf\xe9"]}')]
+    write_tar(tmp_path / "mixed-000000.tar", [(name.split(".")[0], {"json": data}) for name, data in members])
+    assert train_tokenizer_main(["--shards", str(tmp_path / "mixed-000000.tar"), "--out", str(tmp_path / "tok"),
+                 "--vocab-size", "270"]) == 0
+    err = capsys.readouterr().err
+    assert "trained on 1 captions" in err and "2 samples skipped (bad json)" in err
+    assert CaptionTokenizer(tmp_path / "tok").vocab_size <= 270
+
+
+def test_train_tokenizer_user_error_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_tokenizer_main(["--shards", str(tmp_path / "none-{000000..000001}.tar"), "--out", str(tmp_path / "tok"),
+              "--vocab-size", "270"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("data_pipelines.train_tokenizer: error: --shards") and len(err.splitlines()) == 1
