@@ -23,6 +23,21 @@ from data_pipelines.shards import expand_shards
 log = logging.getLogger(__name__)
 
 
+def warn_small_train_set(num_clips: int, batch_size: int, world_size: int, epoch_samples: int) -> None:
+    """Warn, naming the knobs, when the training shards hold fewer clips than one global batch or than an
+    epoch: the stream samples with replacement, so such batches or epochs repeat clips (and a contrastive
+    batch of duplicates cannot learn: its loss stays near ln(batch))."""
+    global_batch = batch_size * world_size
+    if num_clips < global_batch:
+        log.warning("data.train_shards hold %d clips, fewer than one global batch of %d (data.batch_size %d x %d "
+                    "ranks): every batch repeats clips. Lower data.batch_size or add data", num_clips, global_batch,
+                    batch_size, world_size)
+    elif num_clips < epoch_samples:
+        log.warning("data.train_shards hold %d clips, fewer than data.epoch_samples %d: each epoch draws clips "
+                    "about %.1f times. Lower data.epoch_samples (null: the clip count) or add data", num_clips,
+                    epoch_samples, epoch_samples / num_clips)
+
+
 class CLAPDataModule(L.LightningDataModule):
     """Audio-caption shards -> batches (keys in docs/ARCHITECTURE.md).
 
@@ -111,8 +126,17 @@ class CLAPDataModule(L.LightningDataModule):
             self.tokenizer = CaptionTokenizer(self.tokenizer_path, self.max_text_length)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"data.tokenizer: {exc}") from None
+        num_clips = None
+        if self.train_urls:
+            try:
+                num_clips = sum(count_samples(urls) for urls in self.train_urls)
+            except (FileNotFoundError, KeyError):  # no sizes.json: fine when data.epoch_samples is given
+                if self.epoch_samples is None:
+                    raise
         if self.epoch_samples is None:
-            self.epoch_samples = sum(count_samples(urls) for urls in self.train_urls)
+            self.epoch_samples = num_clips or 0
+        if num_clips is not None and self._rank_world[0] == 0:
+            warn_small_train_set(num_clips, self.batch_size, self._rank_world[1], self.epoch_samples)
 
     @property
     def _rank_world(self) -> tuple[int, int]:

@@ -221,9 +221,11 @@ def build_eval_dataset(
     Raises ValueError naming `field` when there are fewer shards than ranks x workers.
     """
     if len(urls) < world_size * max(num_workers, 1):
+        fewer_workers = " or fewer data.num_workers" if num_workers > 1 else ""  # 0 and 1 both read in one process
         raise ValueError(
             f"{field}: {len(urls)} shards cannot be split over {world_size} ranks x {max(num_workers, 1)} workers; "
-            f"use more shards or fewer data.num_workers"
+            f"write the set as more shards (data_pipelines.make_shards --samples-per-shard) or use fewer ranks "
+            f"(trainer.devices x trainer.num_nodes){fewer_workers}"
         )
     return wds.DataPipeline(
         wds.SimpleShardList(urls),

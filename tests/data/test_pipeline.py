@@ -84,8 +84,13 @@ def test_eval_split_two_ranks_two_forkserver_workers(tokenizer_path, source_a):
 
 
 def test_eval_split_refuses_too_few_shards(tokenizer_path, source_b):
-    with pytest.raises(ValueError, match="2 shards cannot be split over 2 ranks x 2 workers"):
+    with pytest.raises(ValueError, match="2 shards cannot be split over 2 ranks x 2 workers") as error:
         _eval(tokenizer_path, _urls(source_b), 0, 2, workers=2)
+    assert "more shards" in str(error.value) and "fewer ranks" in str(error.value)
+    assert "fewer data.num_workers" in str(error.value)
+    with pytest.raises(ValueError, match="over 4 ranks x 1 workers") as error:  # no workers: only shards or ranks help
+        _eval(tokenizer_path, _urls(source_b), 0, 4, workers=0)
+    assert "more shards" in str(error.value) and "num_workers" not in str(error.value)
 
 
 def test_train_stream_deterministic_per_seed(tokenizer_path, source_a):
