@@ -14,37 +14,44 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
 import torch
 import webdataset as wds
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import OmegaConfBaseException
 
 import clap_train.config_sets  # noqa: F401  (registers `open_sets`, listed in conf/evaluate.yaml)
 from clap_train.checkpoints.load import load_model
+from clap_train.cli import reporting_user_errors
 from clap_train.data.audio_ops import int16_to_float
 from clap_train.data.datamodule import CLAPDataModule
 from clap_train.data.stages import ChooseCaption, FusionFeatures, sample_stages
 from clap_train.evaluation.report import sample_text_queries, write_report
 from clap_train.evaluation.tasks import zeroshot_tasks
 from clap_train.training.module import CLAPModule
+from clap_train.training.preflight import compose_config
 
 log = logging.getLogger("clap_train.evaluate")
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException, MissingMandatoryValue)
+PROG = "clap_train.evaluate"
+CONFIG_ERRORS = (HydraException, OmegaConfBaseException)  # composition, interpolation, instantiation
 # preprocessing read from the checkpoint's training config when not given on the command line
 DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples", "truncation", "padding", "int16", "fusion_frontend",
              "max_text_length", "batch_size", "val_batch_size", "num_workers", "multiprocessing_context")
 REQUIRED_DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples")
 
 
-def checkpoint_dir(checkpoint: str) -> str:
-    """The folder of a checkpoint file, or the checkpoint itself when it is a folder (transformers)."""
+def checkpoint_dir(checkpoint: str | None) -> str:
+    """The folder of a checkpoint file, or the checkpoint itself when it is a folder (transformers);
+    `<CLAP_RUNS_DIR or runs>/untrained` for an untrained preset (no checkpoint)."""
+    if checkpoint is None:
+        return str(Path(os.environ.get("CLAP_RUNS_DIR", "runs")) / "untrained")
     path = Path(checkpoint)
     return str(path if path.is_dir() else path.parent)
 
@@ -72,11 +79,12 @@ def data_settings(cfg: DictConfig, stored: dict | None, model) -> dict:
         settings["sample_rate"] = model.frontend.sample_rate
     if "clip_samples" not in settings and getattr(model, "clip_samples", None) is not None:
         settings["clip_samples"] = model.clip_samples  # the model's audio window
-    if "tokenizer" not in settings and Path(cfg.checkpoint).is_dir():
+    if "tokenizer" not in settings and cfg.checkpoint is not None and Path(cfg.checkpoint).is_dir():
         settings["tokenizer"] = cfg.checkpoint  # a transformers folder holds its tokenizer.json
     for key in REQUIRED_DATA_KEYS:
         if key not in settings:
-            raise ValueError(f"data.{key}: not stored in {cfg.checkpoint}; set it on the command line")
+            raise ValueError(f"data.{key}: not stored in {cfg.checkpoint or 'an untrained model'}; "
+                             f"set it on the command line")
     return settings
 
 
@@ -134,7 +142,7 @@ def write_outputs(cfg: DictConfig, datamodule: CLAPDataModule, module: CLAPModul
         if result.confusion is not None:
             confusions[name] = (result.confusion.numpy(), result.class_names)
     return write_report(cfg.out_dir, metrics, sample_rate=datamodule.sample_rate, confusions=confusions,
-                        title=f"CLAP evaluation of {cfg.checkpoint}", query_sets=query_sets)
+                        title=f"CLAP evaluation of {cfg.checkpoint or 'an untrained model'}", query_sets=query_sets)
 
 
 def format_table(metrics: dict) -> str:
@@ -167,6 +175,24 @@ def log_to_logger(cfg: DictConfig, metrics: dict, html_path: Path, sample_rate: 
     logger.finalize("success")
 
 
+def load_evaluated_model(cfg: DictConfig):
+    """(stored training config or None, model in eval mode): `checkpoint`, or an untrained `model` preset.
+
+    Raises:
+        ValueError naming `checkpoint` when neither is given; FileNotFoundError when the checkpoint is missing.
+    """
+    if cfg.checkpoint is None:
+        if cfg.get("model") is None:
+            raise ValueError("checkpoint: give checkpoint=PATH, or model=PRESET (e.g. model=debug) to evaluate "
+                             "an untrained model")
+        torch.manual_seed(cfg.seed)  # the untrained weights: the same for a seed, as in training's first step
+        return None, instantiate(cfg.model).eval()
+    checkpoint = Path(cfg.checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    return stored_config(checkpoint), load_model(checkpoint)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate `cfg.checkpoint` on every configured set; returns {'<set>/<metric>': value}.
 
@@ -174,11 +200,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         FileNotFoundError: naming the checkpoint, a shard pattern or the tokenizer that is missing.
         ValueError: naming the config key of a missing or inconsistent setting.
     """
-    checkpoint = Path(cfg.checkpoint)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    stored = stored_config(checkpoint)
-    model = load_model(checkpoint)
+    stored, model = load_evaluated_model(cfg)
     val_shards, zeroshot_specs = evaluation_sets(cfg, stored)
     zeroshot = zeroshot_tasks(zeroshot_specs, list(val_shards))
     datamodule = CLAPDataModule(train_shards=[], val_shards=val_shards, **data_settings(cfg, stored, model))
@@ -209,13 +231,17 @@ def datamodule_settings(datamodule: CLAPDataModule) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
+def hydra_main(cfg: DictConfig) -> None:
+    with reporting_user_errors(PROG, CONFIG_ERRORS):
         evaluate(cfg)
-    except USER_ERRORS as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]  # OmegaConf appends full_key/object_type lines
-        log.error("clap_train.evaluate: %s: %s", type(exc).__name__, first_line)
-        sys.exit(2)
+
+
+def main() -> None:
+    """Composition errors (a typo in an override) get the same one-line report as the others."""
+    if not any(arg.startswith("-") for arg in sys.argv[1:]):
+        with reporting_user_errors(PROG, CONFIG_ERRORS):
+            compose_config("evaluate", sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

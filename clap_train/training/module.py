@@ -67,6 +67,7 @@ class CLAPModule(L.LightningModule):
         if unknown:
             raise ValueError(f"zeroshot names sets {unknown} that are not validation sets {self.val_names}")
         self.collectors = [EmbeddingCollector() for _ in self.val_names]
+        self.val_skipped = [0] * len(self.val_names)  # bad samples each set's loader skipped (this rank)
         self.last_results: dict[str, SetResult] = {}
         self.num_skipped: int | torch.Tensor = 0  # a device tensor once training runs: no host sync per step
 
@@ -154,6 +155,8 @@ class CLAPModule(L.LightningModule):
                   f"(all ranks, step {self.global_step})", flush=True)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if "num_skipped" in batch:
+            self.val_skipped[dataloader_idx] = batch["num_skipped"] + self.val_skipped[dataloader_idx]
         embeds = self.model(batch)
         self.collectors[dataloader_idx].update(embeds["audio_embeds"], batch["key"], embeds["text_embeds"],
                                                batch["text_to_audio"], tags=batch.get("tags"),
@@ -164,10 +167,13 @@ class CLAPModule(L.LightningModule):
         # zero-shot prompts are tokenised like the captions: with the datamodule's tokenizer
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
         text_embedder = TextEmbedder(self.model, tokenizer, self.device) if tokenizer is not None else None
-        for name, collector in zip(self.val_names, self.collectors):
+        for index, (name, collector) in enumerate(zip(self.val_names, self.collectors)):
             embeddings = collector.compute()
             collector.reset()
             result = evaluate_set(name, embeddings, self.zeroshot.get(name), text_embedder)
+            skipped = torch.as_tensor(self.val_skipped[index], dtype=torch.float32, device=self.device)
+            result.metrics["skipped_samples"] = float(self.trainer.strategy.reduce(skipped, reduce_op="sum"))
+            self.val_skipped[index] = 0
             self.last_results[name] = result
             # identical on every rank after the gather: no further sync needed
             self.log_dict({f"val/{name}/{k}": v for k, v in result.metrics.items()}, sync_dist=False)

@@ -17,16 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def compose_train_config(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with `overrides`, as `python -m clap_train` composes it (without the hydra node).
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """conf/<config_name>.yaml with `overrides`, as the entry point composes it (without the hydra node).
 
     Raises:
         hydra.errors.ConfigCompositionException (and its MissingConfigException) for a bad override.
     """
     import clap_train.config_sets  # noqa: F401  (registers `open_sets`)
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="clap_train"):
-        return compose("train", overrides=overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=config_name):
+        return compose(config_name, overrides=overrides)
+
+
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with `overrides`, as `python -m clap_train` composes it."""
+    return compose_config("train", overrides)
 
 
 def check_paths(cfg: DictConfig) -> None:

@@ -94,6 +94,9 @@ def format_summary(before: dict | None, after: dict, val_names: list[str]) -> st
                     chance = f"{min(1.0, int(metric[3:].split('_')[0]) / num_classes):.3f}"
                 b = f"{before[key]:.3f}" if before and key in before else "-"
                 lines.append(f"  {metric:<10} {chance:>8} {b:>8} {after[key]:>8.3f}")
+        skipped = int(after.get(f"val/{name}/skipped_samples", 0))
+        if skipped:
+            lines.append(f"  {skipped} bad samples of '{name}' skipped")
     return "\n".join(lines)
 
 

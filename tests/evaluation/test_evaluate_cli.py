@@ -3,6 +3,8 @@ as validation during training computed for that checkpoint and data."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from clap_train.data.audio_ops import int16_roundtrip
 from clap_train.data.stages import sample_stages
 from clap_train.evaluate import evaluate, read_clip_audio
 from clap_train.training.run import build
+from data_pipelines.shards import write_tar
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["data.prepare.num_train=16", "data.prepare.num_val=24", "data.prepare.samples_per_shard=16",
@@ -159,7 +162,7 @@ def test_missing_checkpoint_is_one_line_naming_it(tmp_path):
     )
     output = (run.stdout + run.stderr).strip().splitlines()
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert output[-1].endswith(f"clap_train.evaluate: FileNotFoundError: checkpoint {missing} does not exist")
+    assert output[-1] == f"clap_train.evaluate: error: checkpoint {missing} does not exist"
 
 
 def test_missing_shards_name_the_set(validated_checkpoint, tmp_path):
@@ -178,3 +181,25 @@ def test_checkpoint_carries_what_the_cli_needs(validated_checkpoint):
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["clap_train_config"]
     assert stored["evaluation"]["zeroshot"]["synthetic"]["retrieval"] is True
     assert stored["data"]["val_shards"]["synthetic"].endswith("val-*.tar")
+
+
+def test_untrained_preset_and_skipped_samples_per_set(validated_checkpoint, tmp_path, capsys):
+    """No checkpoint: model=debug evaluated as initialised (the 'before' figures alone). A set with a
+    corrupt clip reports it in the table and metrics.json."""
+    tmp, _, _ = validated_checkpoint
+    demo = tmp / "cache" / "demo"
+    shutil.copy(demo / "val-000000.tar", tmp_path / "val-000000.tar")
+    write_tar(tmp_path / "val-000001.tar", [("broken", {"flac": b"not audio", "json": b'{"text": ["a hum"]}'})])
+    overrides = ["model=debug", f"data.tokenizer={demo / 'tokenizer.json'}", "model.clip_samples=16000",
+                 f"data.val_shards.synthetic={demo}/val-*.tar", f"data.val_shards.mixed={tmp_path}/val-*.tar",
+                 "evaluation=demo", "data.num_workers=0", f"out_dir={tmp_path / 'out'}"]
+    metrics = evaluate(compose_config("evaluate", overrides))
+    assert metrics["synthetic/num_clips"] == 24 and metrics["synthetic/skipped_samples"] == 0
+    assert 0 < metrics["mixed/num_clips"] < 24 and metrics["mixed/skipped_samples"] == 1
+    assert 0.0 <= metrics["synthetic/t2a_R@1"] <= 1.0 and "synthetic/top1_acc" in metrics
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["mixed/skipped_samples"] == 1
+    assert re.search(r"^mixed\s+skipped_samples\s+1\.0000$", capsys.readouterr().out, re.MULTILINE)
+    again = evaluate(compose_config("evaluate", overrides))  # seeded: the same untrained weights
+    assert again["synthetic/t2a_R@1"] == metrics["synthetic/t2a_R@1"]
+    with pytest.raises(ValueError, match="checkpoint: give checkpoint=PATH, or model=PRESET"):
+        evaluate(compose_config("evaluate", overrides[3:]))
