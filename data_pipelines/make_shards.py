@@ -6,7 +6,8 @@
 
 Rows are shuffled deterministically by `--seed`, decoded in worker processes (forkserver/spawn:
 audio libraries can deadlock in forked children) and written in shuffled order, so the shards do
-not depend on `--workers`. Unreadable or empty audio, missing files, rows without caption or tags
+not depend on `--workers`. Rows naming the same audio file are one clip with all their captions
+(tags united; the report counts the merged rows). Unreadable or empty audio, missing files, rows without caption or tags
 and repeated keys are skipped and listed in `DIR/report.json`, never fatal. A non-empty `DIR` is
 refused unless `--resume`, which keeps the completed shards, skips their keys and refuses when the
 manifest, split, seed or shard size differ from the first run (recorded in `DIR/make_shards.json`).
@@ -25,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from data_pipelines.captions import template_caption
-from data_pipelines.manifest import read_manifest, scan_audio_dir
+from data_pipelines.manifest import merge_rows, read_manifest, scan_audio_dir
 from data_pipelines.shards import (
     TARGET_SAMPLE_RATE,
     ShardWriter,
@@ -99,12 +100,14 @@ def _check_output_dir(out_dir: Path, run: dict, resume: bool) -> None:
         raise SystemExit(f"make_shards: --resume with different settings: first run {previous}, now {run}")
 
 
-def select_rows(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
-    """Drop rows without caption or tags and repeated keys, then shuffle by `seed`.
+def select_rows(rows: list[dict], seed: int) -> tuple[list[dict], list[dict], int]:
+    """Merge rows sharing an audio file, drop rows without caption or tags and repeated keys, then
+    shuffle by `seed`.
 
     Returns:
-        (rows to encode, skipped `{"key", "audio", "reason"}`).
+        (rows to encode, skipped `{"key", "audio", "reason"}`, number of rows merged into another).
     """
+    rows, num_merged = merge_rows(rows)
     kept, skipped, seen = [], [], set()
     for row in rows:
         if row["key"] in seen:
@@ -115,7 +118,7 @@ def select_rows(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
             seen.add(row["key"])
             kept.append(row)
     random.Random(seed).shuffle(kept)
-    return kept, skipped
+    return kept, skipped, num_merged
 
 
 def make_shards(
@@ -151,7 +154,7 @@ def make_shards(
     (out_dir / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
     done_keys, start_index = _existing_shards(out_dir, split)
 
-    selected, skipped_here = select_rows(rows, seed)
+    selected, skipped_here, num_merged = select_rows(rows, seed)
     skipped = list(skipped or []) + skipped_here
     todo = [row for row in selected if row["key"] not in done_keys]
     written, seconds = 0, 0.0
@@ -178,6 +181,7 @@ def make_shards(
         "split": split,
         "written": written,
         "already_present": len(selected) - len(todo),
+        "num_merged_rows": num_merged,
         "num_skipped": len(skipped),
         "hours": round(seconds / 3600, 6),
         "shards": writer.sizes,
@@ -190,7 +194,8 @@ def make_shards(
 def print_report(report: dict, file=sys.stderr) -> None:
     print(
         f"make_shards: wrote {report['written']} samples ({report['hours']:.3f} h) into {len(report['shards'])} "
-        f"shards; {report['already_present']} already present; skipped {report['num_skipped']}",
+        f"shards; {report['already_present']} already present; {report['num_merged_rows']} rows merged into "
+        f"the row of the same audio file; skipped {report['num_skipped']}",
         file=file,
     )
     for item in report["skipped"][:20]:
