@@ -1,16 +1,18 @@
 """Build WebDataset shards (48 kHz mono FLAC + JSON) from a manifest or a directory of captioned audio.
 
     python -m data_pipelines.make_shards --manifest M.jsonl --out DIR [--split train]
-        [--samples-per-shard 512] [--workers 4] [--seed 0] [--resume]
+        [--samples-per-shard 512] [--workers 4] [--seed 0] [--resume] [--num-tasks N --task-index I]
     python -m data_pipelines.make_shards --audio-dir D --out DIR ...
 
 Rows are shuffled deterministically by `--seed`, decoded in worker processes (forkserver/spawn:
 audio libraries can deadlock in forked children) and written in shuffled order, so the shards do
 not depend on `--workers`. Rows naming the same audio file are one clip with all their captions
-(tags united; the report counts the merged rows). Unreadable or empty audio, missing files, rows without caption or tags
-and repeated keys are skipped and listed in `DIR/report.json`, never fatal. A non-empty `DIR` is
+(tags united; the report counts the merged rows). Unreadable or empty audio, missing files, rows
+without caption or tags and repeated keys are skipped and listed in `DIR/report.json`, never fatal. A non-empty `DIR` is
 refused unless `--resume`, which keeps the completed shards, skips their keys and refuses when the
 manifest, split, seed or shard size differ from the first run (recorded in `DIR/make_shards.json`).
+With `--num-tasks` (or inside a Slurm array job) the run is one task of several sharing `DIR`
+(data_pipelines.tasks); `python -m data_pipelines.merge_shards DIR` joins them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import random
 import sys
 from pathlib import Path
@@ -28,6 +31,7 @@ from tqdm import tqdm
 from data_pipelines.captions import template_caption
 from data_pipelines.manifest import merge_rows, read_manifest, scan_audio_dir
 from data_pipelines.shards import (
+    SIZES_FILE,
     TARGET_SAMPLE_RATE,
     ShardWriter,
     decode_audio,
@@ -35,6 +39,7 @@ from data_pipelines.shards import (
     tar_keys,
     to_mono_48k,
 )
+from data_pipelines.tasks import Task, resolve_task
 
 RUN_FILE = "make_shards.json"
 REPORT_FILE = "report.json"
@@ -75,29 +80,40 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _existing_shards(out_dir: Path, split: str) -> tuple[set[str], int]:
-    """Keys already written to `split` shards in `out_dir` and the next free shard index."""
-    for leftover in out_dir.glob("*.tmp"):
+def _existing_shards(out_dir: Path, prefix: str) -> tuple[set[str], int]:
+    """Keys already written to `prefix` shards in `out_dir` and the next free shard index."""
+    for leftover in out_dir.glob(f"{prefix}-*.tmp"):
         leftover.unlink()  # an interrupted write: its samples are not in any completed shard
     keys, next_index = set(), 0
-    for shard in sorted(out_dir.glob(f"{split}-*.tar")):
+    for shard in sorted(out_dir.glob(f"{prefix}-*.tar")):
+        stem, _, index = shard.stem.rpartition("-")
+        if stem != prefix or not index.isdigit():
+            continue  # e.g. `train-t0001-000000.tar` when looking for `train-000003.tar`
         keys.update(tar_keys(shard))
-        next_index = max(next_index, int(shard.stem.rsplit("-", 1)[1]) + 1)
+        next_index = max(next_index, int(index) + 1)
     return keys, next_index
 
 
-def _check_output_dir(out_dir: Path, run: dict, resume: bool) -> None:
-    """Refuse to mix runs: a non-empty dir needs --resume and the same run settings."""
+def _check_output_dir(out_dir: Path, run: dict, resume: bool, task: Task | None) -> None:
+    """Refuse to mix runs: a non-empty dir needs --resume and the same run settings.
+
+    In a multi-task run the folder is shared: a task refuses only when it already ran there
+    (without --resume) or when another task's settings differ from its own.
+    """
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return
-    if not resume:
+    run_file = out_dir / (task.file(RUN_FILE) if task else RUN_FILE)
+    if task is None and not resume:
         raise SystemExit(f"make_shards: output dir {out_dir} is not empty; pass --resume to continue that run")
-    run_file = out_dir / RUN_FILE
-    if not run_file.is_file():
+    if task is not None and run_file.is_file() and not resume:
+        raise SystemExit(f"make_shards: task {task.index} already ran in {out_dir}; pass --resume to continue it")
+    if task is None and not run_file.is_file():
         raise SystemExit(f"make_shards: {out_dir} holds no {RUN_FILE}: it was not written by make_shards")
-    previous = json.loads(run_file.read_text())
-    if previous != run:
-        raise SystemExit(f"make_shards: --resume with different settings: first run {previous}, now {run}")
+    shared = {k: v for k, v in run.items() if k != "task_index"}
+    for other in sorted(out_dir.glob("make_shards*.json")):
+        previous = json.loads(other.read_text())
+        if {k: v for k, v in previous.items() if k != "task_index"} != shared:
+            raise SystemExit(f"make_shards: {other.name} in {out_dir} has different settings: {previous}, now {run}")
 
 
 def select_rows(rows: list[dict], seed: int) -> tuple[list[dict], list[dict], int]:
@@ -131,6 +147,7 @@ def make_shards(
     resume: bool = False,
     run: dict | None = None,
     skipped: list[dict] | None = None,
+    task: Task | None = None,
 ) -> dict:
     """Encode `rows` (see data_pipelines.manifest) into shards in `out_dir`; returns the report.
 
@@ -139,6 +156,8 @@ def make_shards(
         run: settings recorded in `make_shards.json` and compared on --resume (defaults to
             split, seed and samples_per_shard).
         skipped: rows already rejected upstream (e.g. audio without a sidecar), copied to the report.
+        task: encode only this task's part of the rows, into its own files (data_pipelines.tasks);
+            task 0 reports the rows skipped or merged before the split.
     Raises:
         SystemExit when `out_dir` is not empty and `resume` is false, or settings differ on resume.
         ValueError naming `samples_per_shard` or `num_workers` when out of range.
@@ -149,16 +168,25 @@ def make_shards(
         raise ValueError(f"num_workers: must be >= 0, got {num_workers}")
     out_dir = Path(out_dir)
     run = {"split": split, "seed": seed, "samples_per_shard": samples_per_shard, **(run or {})}
-    _check_output_dir(out_dir, run, resume)
+    if task is not None:
+        run.update(num_tasks=task.count, task_index=task.index)
+    _check_output_dir(out_dir, run, resume, task)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
-    done_keys, start_index = _existing_shards(out_dir, split)
+    own = task.file if task is not None else str
+    (out_dir / own(RUN_FILE)).write_text(json.dumps(run, indent=1) + "\n")
+    prefix = task.prefix(split) if task is not None else split
+    done_keys, start_index = _existing_shards(out_dir, prefix)
 
     selected, skipped_here, num_merged = select_rows(rows, seed)
     skipped = list(skipped or []) + skipped_here
+    if task is not None:
+        selected = task.take(selected)
+        if task.index != 0:
+            skipped, num_merged = [], 0
     todo = [row for row in selected if row["key"] not in done_keys]
     written, seconds = 0, 0.0
-    with ShardWriter(out_dir, split, samples_per_shard, start_index=start_index) as writer:
+    writer = ShardWriter(out_dir, prefix, samples_per_shard, start_index=start_index, sizes_file=own(SIZES_FILE))
+    with writer:
         if num_workers <= 1:
             results = map(encode_row, todo)
             pool = None
@@ -167,7 +195,8 @@ def make_shards(
             pool = multiprocessing.get_context(method).Pool(num_workers, initializer=_init_worker)
             results = pool.imap(encode_row, todo, chunksize=4)
         try:
-            for result in tqdm(results, total=len(todo), desc=f"make_shards {split}", unit="clip", disable=None):
+            desc = f"make_shards {prefix}"
+            for result in tqdm(results, total=len(todo), desc=desc, unit="clip", disable=None):
                 if "reason" in result:
                     skipped.append(result)
                     continue
@@ -187,8 +216,16 @@ def make_shards(
         "shards": writer.sizes,
         "skipped": skipped,
     }
-    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    if task is not None:
+        report.update(task_index=task.index, num_tasks=task.count)
+    write_report(out_dir / own(REPORT_FILE), report)
     return report
+
+
+def write_report(path: Path, report: dict) -> None:
+    tmp_path = path.with_name(path.name + ".tmp")
+    tmp_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp_path, path)  # a task's report appears whole: merge_shards reads it as "finished"
 
 
 def print_report(report: dict, file=sys.stderr) -> None:
@@ -215,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="worker processes (0: in this process)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--num-tasks", type=int, help="split the run into N tasks (default: SLURM_ARRAY_TASK_COUNT)")
+    parser.add_argument("--task-index", type=int, help="this task, 0..N-1 (default: from SLURM_ARRAY_TASK_ID)")
     args = parser.parse_args(argv)
+    task = resolve_task(args.num_tasks, args.task_index)
 
     if args.manifest:
         rows, skipped = read_manifest(args.manifest), []
@@ -224,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, skipped = scan_audio_dir(args.audio_dir)
         source_name = {"audio_dir": str(Path(args.audio_dir).resolve())}
     report = make_shards(
-        rows, args.out, args.split, args.samples_per_shard, args.workers, args.seed, args.resume, source_name, skipped
+        rows, args.out, args.split, args.samples_per_shard, args.workers, args.seed, args.resume, source_name, skipped,
+        task,
     )
     print_report(report)
     return 0

@@ -151,17 +151,17 @@ def write_tar(path: str | Path, samples: Iterable[tuple[str, dict[str, bytes]]])
     return count
 
 
-def read_sizes(out_dir: str | Path) -> dict[str, int]:
-    path = Path(out_dir) / SIZES_FILE
+def read_sizes(out_dir: str | Path, sizes_file: str = SIZES_FILE) -> dict[str, int]:
+    path = Path(out_dir) / sizes_file
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def update_sizes(out_dir: str | Path, sizes: dict[str, int]) -> dict[str, int]:
-    """Merge `sizes` into `out_dir/sizes.json` (write tmp + os.replace); returns the merged map."""
-    merged = read_sizes(out_dir)
+def update_sizes(out_dir: str | Path, sizes: dict[str, int], sizes_file: str = SIZES_FILE) -> dict[str, int]:
+    """Merge `sizes` into `out_dir/sizes_file` (write tmp + os.replace); returns the merged map."""
+    merged = read_sizes(out_dir, sizes_file)
     merged.update(sizes)
     merged = dict(sorted(merged.items()))
-    path = Path(out_dir) / SIZES_FILE
+    path = Path(out_dir) / sizes_file
     tmp_path = path.with_name(path.name + ".tmp")
     tmp_path.write_text(json.dumps(merged, indent=1) + "\n")
     os.replace(tmp_path, path)
@@ -188,6 +188,7 @@ class ShardWriter:
         samples_per_shard: samples per tar (the last one may hold fewer).
         start_index: number of the first shard (a resumed run continues after the last one).
         audio_extension: tar member extension of the audio bytes.
+        sizes_file: the sizes file updated in `out_dir` (one per task of a multi-task run).
     Raises:
         ValueError naming the bad argument; `write` raises ValueError on a bad or repeated key.
     """
@@ -199,6 +200,7 @@ class ShardWriter:
         samples_per_shard: int = 512,
         start_index: int = 0,
         audio_extension: str = "flac",
+        sizes_file: str = SIZES_FILE,
     ):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard: must be >= 1, got {samples_per_shard}")
@@ -211,6 +213,7 @@ class ShardWriter:
         self.split = split
         self.samples_per_shard = samples_per_shard
         self.audio_extension = audio_extension
+        self.sizes_file = sizes_file
         self.next_index = start_index
         self.sizes: dict[str, int] = {}
         self._pending: list[tuple[str, dict[str, bytes]]] = []
@@ -230,7 +233,7 @@ class ShardWriter:
             return
         name = shard_name(self.split, self.next_index)
         self.sizes[name] = write_tar(self.out_dir / name, self._pending)
-        update_sizes(self.out_dir, {name: self.sizes[name]})
+        update_sizes(self.out_dir, {name: self.sizes[name]}, self.sizes_file)
         self._pending = []
         self.next_index += 1
 
