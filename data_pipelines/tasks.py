@@ -53,27 +53,30 @@ def _int(value: str, name: str) -> int:
 
 
 def resolve_task(num_tasks: int | None, task_index: int | None, environ: Mapping[str, str] = os.environ) -> Task | None:
-    """The task of this process from `--num-tasks` / `--task-index`, else from a Slurm array job's
-    `SLURM_ARRAY_TASK_COUNT` / `SLURM_ARRAY_TASK_ID` (minus `SLURM_ARRAY_TASK_MIN`, so `--array=1-3`
-    gives tasks 0..2); None for a single-process run.
+    """The task of this process from `--num-tasks` / `--task-index`, each defaulting to a Slurm array
+    job's `SLURM_ARRAY_TASK_COUNT` / `SLURM_ARRAY_TASK_ID` (so submit `--array=0-(N-1)`); None for a
+    single-process run. Rerunning one failed task of 16 as its own array job: `sbatch --array=3
+    ... --num-tasks 16 --resume` (the index still comes from the array).
 
     Raises:
         SystemExit with one line naming the flag (or variable) whose value is out of range.
     """
+    count_name, index_name = "--num-tasks", "--task-index"
     if num_tasks is None and "SLURM_ARRAY_TASK_COUNT" in environ:
-        num_tasks = _int(environ["SLURM_ARRAY_TASK_COUNT"], "SLURM_ARRAY_TASK_COUNT")
-        if task_index is None:
-            first = _int(environ.get("SLURM_ARRAY_TASK_MIN", "0"), "SLURM_ARRAY_TASK_MIN")
-            task_index = _int(environ.get("SLURM_ARRAY_TASK_ID", ""), "SLURM_ARRAY_TASK_ID") - first
+        count_name = "SLURM_ARRAY_TASK_COUNT"
+        num_tasks = _int(environ[count_name], count_name)
+    if task_index is None and num_tasks is not None and "SLURM_ARRAY_TASK_ID" in environ:
+        index_name = "SLURM_ARRAY_TASK_ID"
+        task_index = _int(environ[index_name], index_name)
     if num_tasks is None:
         if task_index is not None:
             raise SystemExit("make_shards: --task-index needs --num-tasks (or a Slurm array job)")
         return None
     if num_tasks < 1:
-        raise SystemExit(f"make_shards: --num-tasks must be >= 1, got {num_tasks}")
+        raise SystemExit(f"make_shards: {count_name} must be >= 1, got {num_tasks}")
     if task_index is None:
         raise SystemExit("make_shards: --num-tasks needs --task-index (or a Slurm array job)")
     if not 0 <= task_index < num_tasks:
-        raise SystemExit(f"make_shards: --task-index must be in [0, {num_tasks - 1}] for --num-tasks {num_tasks}, "
-                         f"got {task_index}")
+        raise SystemExit(f"make_shards: {index_name} must be in [0, {num_tasks - 1}] for {num_tasks} tasks, "
+                         f"got {task_index} (Slurm arrays: --array=0-{num_tasks - 1})")
     return Task(task_index, num_tasks)

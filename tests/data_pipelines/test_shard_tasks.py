@@ -106,14 +106,17 @@ def test_resume_is_per_task(manifest, tmp_path):
 
 
 def test_task_defaults_from_slurm_array_and_bad_values():
-    env = {"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1"}
-    assert resolve_task(None, None, env) == Task(1, 3)
+    env = {"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_ID": "2"}
+    assert resolve_task(None, None, env) == Task(2, 3)
     assert resolve_task(None, None, {}) is None
     assert resolve_task(4, 3, env) == Task(3, 4)  # flags win
+    rerun = {"SLURM_ARRAY_TASK_COUNT": "1", "SLURM_ARRAY_TASK_ID": "5"}  # sbatch --array=5 ... --num-tasks 16
+    assert resolve_task(16, None, rerun) == Task(5, 16)
     assert Task(1, 3).take(list(range(8))) == [1, 4, 7]
     cases = [((0, 0, {}), "--num-tasks must be >= 1, got 0"), ((3, 3, {}), "--task-index must be in [0, 2]"),
              ((None, 1, {}), "--task-index needs --num-tasks"), ((2, None, {}), "--num-tasks needs --task-index"),
-             ((None, None, {**env, "SLURM_ARRAY_TASK_ID": "x"}), "SLURM_ARRAY_TASK_ID must be an integer")]
+             ((None, None, {**env, "SLURM_ARRAY_TASK_ID": "x"}), "SLURM_ARRAY_TASK_ID must be an integer"),
+             ((None, None, {**env, "SLURM_ARRAY_TASK_ID": "3"}), "SLURM_ARRAY_TASK_ID must be in [0, 2]")]
     for args, message in cases:
         with pytest.raises(SystemExit) as error:
             resolve_task(*args)
