@@ -34,7 +34,7 @@ import torchaudio.functional as AF
 
 TARGET_SAMPLE_RATE = 48000
 SIZES_FILE = "sizes.json"
-AUDIO_MEMBERS = ("flac", "wav", "mp3", "ogg")  # the audio member of a shard sample: <key>.flac, ...
+AUDIO_MEMBERS = ("flac", "pcm16", "wav", "mp3", "ogg")  # the audio member of a shard sample: <key>.flac, ...
 
 
 def shard_name(split: str, index: int) -> str:

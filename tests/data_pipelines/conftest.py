@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # subprocesses run this worktree's code
 
 
 def sine(seconds: float, sample_rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:

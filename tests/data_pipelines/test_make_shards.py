@@ -26,7 +26,7 @@ def csv_manifest(tmp_path):
     write_audio(root / "audio" / "mono16k.wav", 0.5, 16000, 1)
     write_audio(root / "audio" / "stereo44k.flac", 0.7, 44100, 2)
     write_audio(root / "audio" / "vorbis.ogg", 0.6, 44100, 2, format="OGG", subtype="VORBIS")
-    write_audio(root / "audio" / "sub" / "tags_only.wav", 0.5, 16000, 1)
+    write_audio(root / "audio" / "sub" / "tags_only.wav", 0.55, 16000, 1)
     write_audio(root / "audio" / "other.wav", 0.5, 16000, 1)
     write_audio(root / "audio" / "uncaptioned.wav", 0.5, 16000, 1)
     broken = write_broken(root / "audio" / "broken")
@@ -87,7 +87,7 @@ def test_make_shards_writes_decodable_shards_and_report(csv_manifest, tmp_path):
     assert merged["original_data"]["split_note"] == "later" and report["num_merged_rows"] == 2
     assert "undecodable" in reasons["corrupt.flac"] and "undecodable" in reasons["truncated.flac"]
     assert report["written"] == 4 and report["num_skipped"] == 6
-    assert report["hours"] == pytest.approx((0.5 + 0.7 + 0.6 + 0.5) / 3600, rel=0.02)
+    assert report["hours"] == pytest.approx((0.5 + 0.7 + 0.6 + 0.55) / 3600, rel=0.02)
     assert json.loads((out / "report.json").read_text()) == report
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import soundfile as sf
 
 from data_pipelines.make_shards import main, make_shards
 from data_pipelines.manifest import write_manifest
@@ -12,7 +13,7 @@ from data_pipelines.merge_shards import merge_shards
 from data_pipelines.merge_shards import main as merge_main
 from data_pipelines.shards import iter_tar
 from data_pipelines.tasks import Task, resolve_task
-from tests.data_pipelines.conftest import write_audio
+from tests.data_pipelines.conftest import ENV, write_audio
 
 
 def samples_of(out_dir):
@@ -22,7 +23,8 @@ def samples_of(out_dir):
 
 @pytest.fixture
 def manifest(tmp_path):
-    """13 clips (one unreadable, one caption-less) and a second caption row for clip 0."""
+    """15 clips (one unreadable, one caption-less, two copies of others under new names) and a second
+    caption row for clip 0."""
     root = tmp_path / "data"
     rows = []
     for i in range(11):
@@ -30,6 +32,11 @@ def manifest(tmp_path):
         rows.append({"audio": str(root / f"c{i}.wav"), "key": f"c{i}", "text": [f"clip {i}"], "tags": [],
                      "original_data": {}})
     rows.append({"audio": str(root / "c0.wav"), "key": "c0", "text": ["again"], "tags": [], "original_data": {}})
+    for copy, of in (("d1", 3), ("d2", 5)):  # the same samples in another container: exact duplicates
+        pcm, rate = sf.read(root / f"c{of}.wav", dtype="int16")
+        sf.write(root / f"{copy}.flac", pcm, rate)
+        rows.append({"audio": str(root / f"{copy}.flac"), "key": copy, "text": ["copy"], "tags": [],
+                     "original_data": {}})
     (root / "bad.wav").write_bytes(b"not audio")
     rows.append({"audio": str(root / "bad.wav"), "key": "bad", "text": ["x"], "tags": [], "original_data": {}})
     write_audio(root / "nocap.wav", 0.2, 16000)
@@ -54,13 +61,16 @@ def test_three_tasks_give_the_single_process_samples_and_merge(manifest, tmp_pat
     report = merge_shards(split)
     expected = samples_of(single)
     assert samples_of(split) == expected and len(expected) == 11
+    single_report = json.loads((single / "report.json").read_text())
+    assert report["num_duplicates"] == single_report["num_duplicates"] == 2
+    at_merge = json.loads((split / "merge_duplicates.json").read_text())  # here both copies were in other tasks
+    assert sorted(item["key"] for item in at_merge) == ["c3", "d2"] and all(item["at_merge"] for item in at_merge)
     assert json.loads(samples_of(split)["c0"]["json"])["text"] == ["clip 0", "again"]
     sizes = json.loads((split / "sizes.json").read_text())
     assert sum(sizes.values()) == 11 and {name.split("-")[1] for name in sizes} == {"t0000", "t0001", "t0002"}
     assert all((split / name).is_file() for name in sizes)
-    single_report = json.loads((single / "report.json").read_text())
-    for field in ("written", "num_merged_rows", "num_skipped", "hours"):
-        assert report[field] == pytest.approx(single_report[field]), field
+    for field in ("written", "num_merged_rows", "num_skipped", "num_duplicates", "hours"):
+        assert report[field] == pytest.approx(single_report[field], abs=2e-6), field
     assert sorted(item["reason"] for item in report["skipped"]) == sorted(
         item["reason"] for item in single_report["skipped"])
     assert json.loads((split / "report.json").read_text()) == report and report["num_tasks"] == 3
@@ -128,5 +138,5 @@ def test_task_defaults_from_slurm_array_and_bad_values():
 def test_cli_bad_task_flags_are_one_line(tmp_path, manifest, flags, message):
     command = [sys.executable, "-m", "data_pipelines.make_shards", "--manifest", str(manifest), "--out",
                str(tmp_path / "o"), *flags]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=ENV)
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
