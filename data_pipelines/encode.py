@@ -4,11 +4,12 @@ Runs in make_shards' worker processes. Codecs of the stored audio member:
 
 | codec | member | bytes | decoding in the loader |
 |---|---|---|---|
-| `flac` (default) | `<key>.flac` | 16-bit FLAC, ~50-60 % of pcm16 on real audio | libsndfile (seeks: windowed decode) |
-| `pcm16` | `<key>.pcm16` | 4-byte little-endian sample rate, then little-endian int16 mono samples | none: a view of the bytes |
+| `flac` (default) | `<key>.flac` | 16-bit FLAC (sizes: docs/data.md) | libsndfile (seeks: windowed decode) |
+| `pcm16` | `<key>.pcm16` | 4-byte little-endian rate + little-endian int16 mono samples | none: a view of the bytes |
 
-Both hold the same int16 samples (libsndfile quantises either), so a clip's fingerprint is
-the same whatever the codec.
+The formats are defined in clap_train.data.audio_codecs (the loader's side). Both hold the same
+int16 samples (`quantise_pcm16` rounds as libsndfile's FLAC writer does), so a clip's fingerprint
+is the same whatever the codec.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from clap_train.data.audio_codecs import ClipReader, decode_pcm16, encode_pcm16
 from data_pipelines.captions import template_caption
 from data_pipelines.shards import TARGET_SAMPLE_RATE, decode_audio, encode_flac, to_mono_48k
 
 CODECS = ("flac", "pcm16")
+__all__ = ["CODECS", "decode_pcm16", "encode_pcm16", "encode_row", "member_seconds", "pcm16_hash", "quantise_pcm16"]
 
 
 def pcm16_hash(pcm: np.ndarray) -> str:
@@ -31,28 +34,10 @@ def pcm16_hash(pcm: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(pcm, dtype="<i2").tobytes()).hexdigest()
 
 
-def encode_pcm16(pcm: np.ndarray, sample_rate: int) -> bytes:
-    """(L,) int16 samples -> the `pcm16` member: `<u4 rate>` + little-endian int16 samples."""
-    return np.uint32(sample_rate).astype("<u4").tobytes() + np.ascontiguousarray(pcm, dtype="<i2").tobytes()
-
-
-def decode_pcm16(data: bytes) -> tuple[np.ndarray, int]:
-    """The `pcm16` member -> ((L,) int16 view of `data`, sample rate). Raises ValueError when malformed."""
-    if len(data) < 6 or len(data) % 2:
-        raise ValueError(f"pcm16: {len(data)} bytes is not a 4-byte rate plus int16 samples")
-    rate = int(np.frombuffer(data, "<u4", count=1)[0])
-    if rate < 1:
-        raise ValueError("pcm16: sample rate 0")
-    return np.frombuffer(data, "<i2", offset=4), rate
-
-
 def member_seconds(data: bytes, ext: str) -> float:
     """Duration of a shard audio member from its header (no decode)."""
-    if ext == "pcm16":
-        pcm, rate = decode_pcm16(data)
-        return pcm.shape[0] / rate
-    info = sf.info(io.BytesIO(data))
-    return info.frames / info.samplerate
+    reader = ClipReader(data, ext)
+    return reader.frames / reader.rate
 
 
 def quantise_pcm16(mono) -> np.ndarray:

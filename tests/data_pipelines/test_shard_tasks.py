@@ -7,10 +7,10 @@ import sys
 import pytest
 import soundfile as sf
 
-from data_pipelines.make_shards import main, make_shards
+from data_pipelines.make_shards import main
 from data_pipelines.manifest import write_manifest
-from data_pipelines.merge_shards import merge_shards
 from data_pipelines.merge_shards import main as merge_main
+from data_pipelines.merge_shards import merge_shards
 from data_pipelines.shards import iter_tar
 from data_pipelines.tasks import Task, resolve_task
 from tests.data_pipelines.conftest import ENV, write_audio
