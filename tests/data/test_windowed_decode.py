@@ -101,8 +101,8 @@ def test_make_shards_pcm16_codec_feeds_the_pipeline(tmp_path):
     pcm16 = dict(iter_tar(tmp_path / "pcm16" / "train-000000.tar"))
     assert set(pcm16["c1"]) == {"pcm16", "json"}
     stages = sample_stages(RATE, 9600, "rand_trunc", train=False)
-    for key in flac:
-        a = run(stages, {"__key__": key, **flac[key]})
+    for key, members in flac.items():
+        a = run(stages, {"__key__": key, **members})
         b = run(stages, {"__key__": key, **pcm16[key]})
         assert torch.equal(a["wave"], b["wave"]) and a["texts"] == b["texts"]
     assert encode_row(rows[0], "pcm16")["pcm_sha1"] == encode_row(rows[0], "flac")["pcm_sha1"]
