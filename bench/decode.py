@@ -105,6 +105,33 @@ def loader_fn(members: list[dict], truncation: str, tokenizer: CaptionTokenizer,
     return run
 
 
+def measure(label: str, clips: list[np.ndarray], available: dict, tokenizer, rounds: int) -> list[tuple]:
+    """Table rows (clip length, path, clips/s, vs soundfile, bytes per clip, identical) for `clips`."""
+    flac = [encode_flac(c, RATE) for c in clips]
+    pcm16 = [encode_pcm16(quantise_pcm16(c), RATE) for c in clips]
+    reference = [available["soundfile"](data) for data in flac]
+    identical = {name: all(np.array_equal(fn(d), r) for d, r in zip(flac, reference)) for name, fn in available.items()}
+    n = len(clips)
+    paths = {f"decode {name}": ((lambda fn=fn: [fn(d) for d in flac]), n) for name, fn in available.items()}
+    paths["pcm16 view"] = (lambda: [ClipReader(d, "pcm16").read() for d in pcm16], n)
+    if label == "5 min":
+        start = len(clips[0]) // 3  # any window: libsndfile seeks to it
+        paths["window soundfile"] = (lambda: [ClipReader(d, "flac").read(start, WINDOW) for d in flac], n)
+        paths["pcm16 window"] = (lambda: [ClipReader(d, "pcm16").read(start, WINDOW) for d in pcm16], n)
+    for codec, data in (("flac", flac), ("pcm16", pcm16)):
+        for truncation in ("rand_trunc", "fusion") if label == "5 min" else ("rand_trunc",):
+            members = [{codec: d} for d in data]
+            paths[f"loader {codec} {truncation}"] = (loader_fn(members, truncation, tokenizer), n)
+    rates = best_rates(paths, rounds)
+    bytes_per_clip = {"flac": sum(map(len, flac)) / n, "pcm16": sum(map(len, pcm16)) / n}
+    rows = []
+    for name, rate in rates.items():
+        codec = "pcm16" if "pcm16" in name else "flac"
+        same = identical.get(name.removeprefix("decode "), True)
+        rows.append((label, name, rate, rate / rates["decode soundfile"], bytes_per_clip[codec], same))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=8, help="10 s clips")
@@ -119,28 +146,7 @@ def main() -> None:
     available = decoders()
     rows = []
     for label, clips in (("10 s", make_clips(args.clips, 10, 0)), ("5 min", make_clips(args.long_clips, 300, 1))):
-        flac = [encode_flac(c, RATE) for c in clips]
-        pcm16 = [encode_pcm16(quantise_pcm16(c), RATE) for c in clips]
-        reference = [available["soundfile"](data) for data in flac]
-        identical = {name: all(np.array_equal(fn(d), r) for d, r in zip(flac, reference))
-                     for name, fn in available.items()}
-        n = len(clips)
-        paths = {f"decode {name}": ((lambda fn=fn: [fn(d) for d in flac]), n) for name, fn in available.items()}
-        paths["pcm16 view"] = (lambda: [ClipReader(d, "pcm16").read() for d in pcm16], n)
-        if label == "5 min":
-            start = len(clips[0]) // 3  # any window: libsndfile seeks to it
-            paths["window soundfile"] = (lambda: [ClipReader(d, "flac").read(start, WINDOW) for d in flac], n)
-            paths["pcm16 window"] = (lambda: [ClipReader(d, "pcm16").read(start, WINDOW) for d in pcm16], n)
-        for codec, data in (("flac", flac), ("pcm16", pcm16)):
-            for truncation in ("rand_trunc", "fusion") if label == "5 min" else ("rand_trunc",):
-                members = [{codec: d} for d in data]
-                paths[f"loader {codec} {truncation}"] = (loader_fn(members, truncation, tokenizer), n)
-        rates = best_rates(paths, args.rounds)
-        bytes_per_clip = {"flac": sum(map(len, flac)) / n, "pcm16": sum(map(len, pcm16)) / n}
-        for name, rate in rates.items():
-            codec = "pcm16" if "pcm16" in name else "flac"
-            same = identical.get(name.removeprefix("decode "), True)
-            rows.append((label, name, rate, rate / rates["decode soundfile"], bytes_per_clip[codec], same))
+        rows += measure(label, clips, available, tokenizer, args.rounds)
     os.remove(tokenizer_path)
     print(f"48 kHz mono clips, one thread, {os.cpu_count()} cores (shared machine), best of {args.rounds} rounds")
     print(f"{'clip':<6} {'path':<26} {'clips/s':>9} {'vs soundfile':>13} {'bytes/clip':>11} identical")

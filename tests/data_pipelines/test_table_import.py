@@ -6,13 +6,13 @@ import sys
 import pytest
 
 pa = pytest.importorskip("pyarrow")
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow.parquet as pq
 
-from data_pipelines.import_dataset import main  # noqa: E402
-from data_pipelines.make_shards import make_shards  # noqa: E402
-from data_pipelines.manifest import read_manifest  # noqa: E402
-from data_pipelines.shards import iter_tar, read_meta  # noqa: E402
-from tests.data_pipelines.conftest import ENV, write_audio  # noqa: E402
+from data_pipelines.import_dataset import main
+from data_pipelines.make_shards import make_shards
+from data_pipelines.manifest import read_manifest
+from data_pipelines.shards import iter_tar, read_meta
+from tests.data_pipelines.conftest import ENV, write_audio
 
 AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets.Audio's storage type
 
