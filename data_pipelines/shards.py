@@ -23,7 +23,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
