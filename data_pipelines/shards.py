@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -103,6 +104,19 @@ def _decode_with_pyav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
         raise ValueError(f"undecodable audio: PyAV: {error}") from error
     channels = chunks[0].shape[0] if chunks else 1
     return np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, channels), np.float32), rate
+
+
+def _decode_with_ffmpeg(source: str | Path | bytes) -> tuple[np.ndarray, int]:
+    """ffmpeg -> 48 kHz float32 WAV on stdout, read back with soundfile. Returns (L, C), rate."""
+    is_bytes = isinstance(source, bytes)
+    command = ["ffmpeg", "-v", "error", "-i", "pipe:0" if is_bytes else str(source)]
+    command += ["-ar", str(TARGET_SAMPLE_RATE), "-f", "wav", "-acodec", "pcm_f32le", "pipe:1"]
+    result = subprocess.run(command, check=False, input=source if is_bytes else None, capture_output=True, timeout=600)
+    if result.returncode != 0 or not result.stdout:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ValueError(f"undecodable audio: ffmpeg: {message[-1] if message else 'no output'}")
+    data, sample_rate = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
+    return data, sample_rate
 
 
 def to_mono_48k(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
