@@ -38,6 +38,7 @@ class CLAPDataModule(L.LightningDataModule):
             the sizes.json entries of the training shards.
         train_weights: sampling weight of each training source (None: equal).
         caption_probs: training caption pool weights, {"original", "augmented", "all"} -> weight.
+        augmented_fields: json fields holding the "augmented" captions (keyword_to_caption --field).
         fusion_frontend: LogMelFrontend arguments for the fusion path (n_fft, hop_length, n_mels,
             f_min, f_max, mel_scale "htk", norm None); its sample rate is `sample_rate`.
         seed: base seed; each epoch's stream seed mixes it with the epoch and the global step, so
@@ -65,6 +66,7 @@ class CLAPDataModule(L.LightningDataModule):
         padding: str = "repeatpad",
         int16: bool = False,
         caption_probs: dict[str, float] | None = None,
+        augmented_fields: list[str] | tuple[str, ...] = ("text_augment_t5",),
         fusion_frontend: dict | None = None,
         max_text_length: int = 77,
         shuffle_buffer: int = 1000,
@@ -93,7 +95,9 @@ class CLAPDataModule(L.LightningDataModule):
         self.stage_args = {"sample_rate": sample_rate, "clip_samples": clip_samples, "truncation": truncation,
                            "padding": padding, "int16": int16,
                            "caption_probs": dict(caption_probs) if caption_probs is not None else None,
-                           "fusion_frontend": dict(fusion_frontend) if fusion_frontend is not None else None}
+                           "fusion_frontend": dict(fusion_frontend) if fusion_frontend is not None else None,
+                           "augmented_fields": augmented_fields if isinstance(augmented_fields, str)
+                           else tuple(augmented_fields)}
         sample_stages(**self.stage_args)  # validates truncation, padding, caption_probs, fusion_frontend now
         self.max_text_length, self.shuffle_buffer, self.seed = max_text_length, shuffle_buffer, seed
         self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None

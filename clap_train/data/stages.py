@@ -95,7 +95,8 @@ class DecodeSample:
     """Raw tar sample -> {'key', 'wave' (L, C) float32 numpy, 'rate', 'texts', 'augmented_texts', 'tags', 'fold'}.
 
     Audio is decoded in memory (`audio_codecs.ClipReader`: libsndfile, or a view of `pcm16` bytes);
-    captions come from json `text` (str or list), keyword-to-caption ones from `text_augment_t5`.
+    captions come from json `text` (str or list), keyword-to-caption ones from the json fields
+    `augmented_fields` (default `text_augment_t5`; keyword_to_caption --field names others).
     Windowed decode: with `crop_rate` and `crop_samples` set, a clip already at `crop_rate`, longer
     than `crop_samples` and in a seekable format (flac, wav, pcm16) is not decoded here: 'wave' is
     None and 'reader' holds it, for `CropPad` to decode only the window it takes (same samples).
@@ -104,8 +105,10 @@ class DecodeSample:
         zero-length or non-finite audio.
     """
 
-    def __init__(self, crop_rate: int | None = None, crop_samples: int | None = None):
+    def __init__(self, crop_rate: int | None = None, crop_samples: int | None = None,
+                 augmented_fields: tuple[str, ...] = ("text_augment_t5",)):
         self.crop_rate, self.crop_samples = crop_rate, crop_samples
+        self.augmented_fields = tuple(augmented_fields)
 
     def __call__(self, sample: dict) -> dict:
         key = sample.get("__key__", "?")
@@ -121,7 +124,8 @@ class DecodeSample:
         texts = _as_list(meta.get("text"))
         if not texts:
             raise BadSample(f"{key}: empty or missing 'text'")
-        out = {"key": key, "texts": texts, "augmented_texts": _as_list(meta.get("text_augment_t5")),
+        augmented = [text for field in self.augmented_fields for text in _as_list(meta.get(field))]
+        out = {"key": key, "texts": texts, "augmented_texts": augmented,
                "tags": _as_list(meta.get("tags")), "fold": _fold(meta)}
         try:
             reader = ClipReader(sample[ext], ext)
@@ -343,7 +347,8 @@ class Collate:
 
 def sample_stages(sample_rate: int, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
                   int16: bool = False, caption_probs: dict[str, float] | None = None,
-                  fusion_frontend: dict | None = None, train: bool = True) -> list:
+                  fusion_frontend: dict | None = None, train: bool = True,
+                  augmented_fields: tuple[str, ...] = ("text_augment_t5",)) -> list:
     """The per-sample stages in order: decode, mono, resample, crop/pad then [int16] or [int16] then fusion,
     caption. With `int16` the unfused path yields an int16 `waveform` batch (q standing for q / 32767).
 
@@ -352,7 +357,9 @@ def sample_stages(sample_rate: int, clip_samples: int, truncation: str = "rand_t
     (required by truncation "fusion").
     """
     windowed = {"crop_rate": sample_rate, "crop_samples": clip_samples} if truncation in TRUNCATIONS else {}
-    stages = [DecodeSample(**windowed), ToMono(), Resample(sample_rate)]
+    if isinstance(augmented_fields, str) or not all(isinstance(f, str) and f for f in augmented_fields):
+        raise ValueError(f"augmented_fields must be a list of json field names, got {augmented_fields!r}")
+    stages = [DecodeSample(**windowed, augmented_fields=tuple(augmented_fields)), ToMono(), Resample(sample_rate)]
     if truncation == "fusion":
         if fusion_frontend is None:
             raise ValueError("fusion_frontend (LogMelFrontend arguments) is required with truncation 'fusion'")
