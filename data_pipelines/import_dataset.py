@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, missing = run_import(args)
         write_manifest(rows, args.out)
         num_rows = len(rows)
-    print(f"import_dataset {args.dataset}: {num_rows} rows -> {args.out}; {len(missing)} left out", file=sys.stderr)
+    unit = "rows" if args.dataset == "table" else "clips"
+    print(f"import_dataset {args.dataset}: {num_rows} {unit} -> {args.out}; {len(missing)} left out", file=sys.stderr)
     for item in missing[:20]:
         print(f"  left out {item['id']}: {item['reason']}", file=sys.stderr)
     if len(missing) > 20:
