@@ -261,12 +261,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"make_shards: {name} must be >= {low}, got {value}")
     exclude = read_exclusions(args.exclude) if args.exclude else None
 
-    if args.manifest:
-        rows, skipped = read_manifest(args.manifest), []
-        source_name = {"manifest": str(Path(args.manifest).resolve())}
-    else:
-        rows, skipped = scan_audio_dir(args.audio_dir)
-        source_name = {"audio_dir": str(Path(args.audio_dir).resolve())}
+    try:
+        if args.manifest:
+            rows, skipped = read_manifest(args.manifest), []
+            source_name = {"manifest": str(Path(args.manifest).resolve())}
+        else:
+            rows, skipped = scan_audio_dir(args.audio_dir)
+            source_name = {"audio_dir": str(Path(args.audio_dir).resolve())}
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"make_shards: {'--manifest' if args.manifest else '--audio-dir'}: {error}") from None
     if args.exclude:
         source_name["exclude"] = [str(Path(path).resolve()) for path in args.exclude]
     report = make_shards(

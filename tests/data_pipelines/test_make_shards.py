@@ -147,3 +147,11 @@ def test_cli_with_worker_processes(csv_manifest, tmp_path):
     assert json.loads((out / "sizes.json").read_text()) == {"train-000000.tar": 3, "train-000001.tar": 1}
     again = subprocess.run(command + ["--workers", "0"], check=False, capture_output=True, text=True)
     assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_bad_manifest_is_one_line(tmp_path):
+    (tmp_path / "m.csv").write_text("file,caption\nx.wav,c\n")
+    for manifest, message in ((tmp_path / "missing.jsonl", "No such file"), (tmp_path / "m.csv", "no 'audio' column")):
+        with pytest.raises(SystemExit) as error:
+            main(["--manifest", str(manifest), "--out", str(tmp_path / "o")])
+        assert str(error.value).startswith("make_shards: --manifest: ") and message in str(error.value)
