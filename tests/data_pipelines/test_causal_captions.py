@@ -67,6 +67,10 @@ def test_cli_causal_lm_writes_the_named_field(tagged_shards, tmp_path):  # noqa:
     assert "text_augment_llm" not in metas["c"] and "text_augment_llm" not in metas["d"]  # short, untagged
     report = (out / "keyword_to_caption.json").read_text()
     assert '"field": "text_augment_llm"' in report and '"captioned": 3' in report
+    from data_pipelines.train_tokenizer import iter_captions
+
+    captions = list(iter_captions(sorted(map(str, out.glob("*.tar")))))
+    assert metas["b"]["text_augment_llm"][0] in captions  # the tokenizer trains on the new field too
     with pytest.raises(ValueError, match="field"):
         augment_shards([str(p) for p in tagged_shards.glob("*.tar")], tmp_path / "o2", None, field="text")
 
