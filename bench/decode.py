@@ -38,11 +38,12 @@ import torch
 from clap_train.data.audio_codecs import ClipReader
 from clap_train.data.stages import Collate, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer, train_bpe_tokenizer
+from clap_train.signal.frontend import LogMelFrontend
 from data_pipelines.encode import encode_pcm16, quantise_pcm16
 from data_pipelines.shards import encode_flac
 
 RATE, WINDOW = 48000, 480000
-FRONTEND = {"n_fft": 1024, "hop_length": 480, "n_mels": 64, "f_min": 50, "f_max": 14000}
+FRONTEND = LogMelFrontend(RATE, 1024, 480, 64, 50, 14000, "htk", None).config()  # a fused model's front end
 
 
 def make_clips(num_clips: int, seconds: float, seed: int) -> list[np.ndarray]:
@@ -87,7 +88,7 @@ def best_rates(paths: dict, rounds: int) -> dict[str, float]:
 
 
 def loader_fn(members: list[dict], truncation: str, tokenizer: CaptionTokenizer, batch_size: int = 8):
-    stages = sample_stages(RATE, WINDOW, truncation, int16=truncation != "fusion", fusion_frontend=FRONTEND)
+    stages = sample_stages(RATE, WINDOW, truncation, int16=truncation != "fusion", frontend=FRONTEND)
     collate = Collate(tokenizer)
 
     def run():

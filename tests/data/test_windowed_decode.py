@@ -13,6 +13,7 @@ import torch
 
 from clap_train.data.audio_codecs import decode_pcm16, encode_pcm16
 from clap_train.data.stages import BadSample, CropPad, DecodeSample, Resample, ToMono, sample_stages
+from clap_train.signal.frontend import LogMelFrontend
 from data_pipelines.encode import encode_row, quantise_pcm16
 from data_pipelines.make_shards import make_shards
 from data_pipelines.shards import encode_flac, iter_tar
@@ -65,7 +66,8 @@ def test_windowed_decode_equals_full_decode_and_crop(ext, channels, truncation):
 def test_default_stages_use_windows_only_where_they_equal():
     stages = sample_stages(RATE, CLIP, "rand_trunc")
     assert stages[0].crop_samples == CLIP
-    assert sample_stages(RATE, CLIP, "fusion", fusion_frontend={})[0].crop_samples is None  # fusion: whole clip
+    frontend = LogMelFrontend(RATE, 1024, 480, 64, 50, 14000, "htk", None).config()
+    assert sample_stages(RATE, CLIP, "fusion", frontend=frontend)[0].crop_samples is None  # fusion: whole clip
     short = stages[0](tar_sample("flac", encoded("flac", seconds=0.05)))  # shorter than the window: padded
     other_rate = stages[0](tar_sample("flac", encoded("flac", rate=44100)))  # resampled first
     lossy = stages[0](tar_sample("ogg", encoded("ogg")))  # not sample-exact seeking
