@@ -16,12 +16,12 @@ from clap_train.training.cpu_threads import set_spin_policy
 
 set_spin_policy()  # must precede the first import of torch (OpenMP reads it when it loads)
 
-import hydra  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from clap_train.cli import reporting_user_errors  # noqa: E402
+from clap_train.cli import reporting_user_errors
 
 PROG = "clap_train"
 CONFIG_ERRORS = (HydraException, OmegaConfBaseException)  # composition, interpolation, instantiation
@@ -51,7 +51,7 @@ def remove_new_run_dir() -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
-    from clap_train.training.run import train  # torch, Lightning: after the checks
+    from clap_train.train import train  # torch, Lightning: after the checks
 
     try:
         with reporting_user_errors(PROG, CONFIG_ERRORS):

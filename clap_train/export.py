@@ -19,6 +19,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from clap_train.checkpoints.hf import clap_to_hf_state_dict
+from clap_train.checkpoints.load import load_model
 from clap_train.cli import ArgumentParser, reporting_user_errors
 from clap_train.models.audio.htsat import HTSATEncoder
 from clap_train.models.clap import CLAPModel
@@ -33,7 +34,7 @@ def check_exportable(model: CLAPModel) -> None:
     another front end, a window that is not a whole number of seconds."""
     audio, text, frontend = model.audio_encoder, model.text_encoder, model.frontend
     if not isinstance(audio, HTSATEncoder) or not isinstance(text, RobertaEncoder):
-        raise ValueError(f"only HTSAT + RoBERTa models export to transformers CLAP, got "
+        raise ValueError(f"only HTSAT + RoBERTa models export to transformers CLAP, got "  # noqa: TRY004 (a user error)
                          f"{type(audio).__name__} + {type(text).__name__}")
     expected = ("htk", None) if audio.enable_fusion else ("slaney", "slaney")
     if (frontend.mel_scale, frontend.norm) != expected:
@@ -126,8 +127,6 @@ def export_hf(model: CLAPModel, out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from clap_train.checkpoints.load import load_model
-
     parser = ArgumentParser(prog="clap_train.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="clap_train .ckpt, LAION .pt or transformers CLAP directory")
     parser.add_argument("out_dir", help="directory to write the transformers CLAP files into")

@@ -10,4 +10,4 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import clap_train.config_sets  # noqa: E402,F401  (registers the `open_sets` node conf/train.yaml lists)
+import clap_train.config_sets  # noqa: F401  (registers the `open_sets` node conf/train.yaml lists)

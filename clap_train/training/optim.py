@@ -64,7 +64,7 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer) -> None:
 def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> Callable[[int], float]:
     """LR multiplier: linear 0 -> 1 over `warmup_steps`, then cosine down to `min_lr_ratio` at `total_steps`."""
     if warmup_steps < 0 or total_steps < 1:
-        raise ValueError(f"optim.scheduler: need warmup_steps >= 0 and total_steps (default: trainer.max_steps) >= 1, "
+        raise ValueError(f"module.scheduler: need warmup_steps >= 0 and total_steps (default: trainer.max_steps) >= 1, "
                          f"got warmup_steps={warmup_steps}, total_steps={total_steps}")
 
     def factor(step: int) -> float:

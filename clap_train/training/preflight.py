@@ -36,7 +36,7 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
 
 def check_paths(cfg: DictConfig) -> None:
     """Every input path the config names exists: shards, tokenizer (unless `data.prepare` builds them), the
-    `resume=` checkpoint, the towers' `pretrained` init files.
+    `resume=` checkpoint, the towers' `init` files.
 
     Raises:
         FileNotFoundError naming the config key and the path.
@@ -45,9 +45,9 @@ def check_paths(cfg: DictConfig) -> None:
     if resume and not str(resume).startswith("wandb://") and not Path(resume).exists():
         raise FileNotFoundError(f"resume: checkpoint {resume} does not exist")
     for tower in ("audio_encoder", "text_encoder"):
-        path = OmegaConf.select(cfg, f"model.{tower}.pretrained", default=None)
+        path = OmegaConf.select(cfg, f"init.{tower}", default=None)
         if path and not Path(path).exists():
-            raise FileNotFoundError(f"model.{tower}.pretrained: {path} does not exist")
+            raise FileNotFoundError(f"init.{tower}: {path} does not exist")
     data = cfg.data
     if data.get("prepare") is None:  # the demo's data are generated at start
         from data_pipelines.shards import expand_shards
@@ -66,19 +66,19 @@ def check_schedule(cfg: DictConfig) -> None:
     `total_steps` is `trainer.max_steps` (-1, Lightning's "no step limit", leaves it undefined).
 
     Raises:
-        ValueError naming `trainer.max_steps` or `optim.scheduler.warmup_steps`.
+        ValueError naming `trainer.max_steps` or `module.scheduler.warmup_steps`.
     """
     max_steps = cfg.trainer.get("max_steps")
-    scheduler = cfg.optim.get("scheduler")
+    scheduler = cfg.module.get("scheduler")
     if max_steps == 0 or (max_steps is not None and max_steps < -1):
         raise ValueError(f"trainer.max_steps must be >= 1 (optimizer steps), got {max_steps}")
     if scheduler is not None:
         total = scheduler.get("total_steps")
         if total is None or total < 1:
-            raise ValueError(f"optim.scheduler.total_steps (default: trainer.max_steps) must be >= 1 for the "
-                             f"warmup + cosine schedule, got {total}; set trainer.max_steps or optim.scheduler=null")
+            raise ValueError(f"module.scheduler.total_steps (default: trainer.max_steps) must be >= 1 for the "
+                             f"warmup + cosine schedule, got {total}; set trainer.max_steps or module.scheduler=null")
         if scheduler.get("warmup_steps", 0) < 0:
-            raise ValueError(f"optim.scheduler.warmup_steps must be >= 0, got {scheduler.warmup_steps}")
+            raise ValueError(f"module.scheduler.warmup_steps must be >= 0, got {scheduler.warmup_steps}")
 
 
 def check_sets(cfg: DictConfig) -> None:

@@ -18,9 +18,10 @@ from omegaconf import OmegaConf
 from transformers import ClapModel, ClapProcessor
 
 from clap_train import load_model
-from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.tokenizer import train_bpe_tokenizer
 from clap_train.export import main
+from clap_train.inference import embed_audio
+from clap_train.signal.fusion import build_fusion_features
 from tests._weights import randomise_
 from tests.checkpoints._clap import hf_features
 
@@ -104,7 +105,7 @@ def test_processor_audio_matches_embed_audio(exported, monkeypatch):
             long_embed = ours.encode_audio(features[None], torch.tensor([True]))
         else:  # the processor's random 10 s window of the long clip
             start = int(draws[0])
-            long_embed = ours.embed_audio([long[start:start + ours.clip_samples]], RATE)
-        short_embed = ours.embed_audio([short], RATE)
+            long_embed = embed_audio(ours, [long[start:start + ours.clip_samples]], RATE)
+        short_embed = embed_audio(ours, [short], RATE)
     assert (short_embed[0] - reference[0]).abs().max() < 1e-4
     assert (long_embed[0] - reference[1]).abs().max() < 1e-4

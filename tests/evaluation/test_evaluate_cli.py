@@ -13,10 +13,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from clap_train.data.audio_ops import int16_roundtrip
 from clap_train.data.stages import sample_stages
 from clap_train.evaluate import evaluate, read_clip_audio
-from clap_train.training.run import build
+from clap_train.signal.audio_ops import int16_roundtrip
+from clap_train.train import build
 from data_pipelines.shards import write_tar
 
 REPO = Path(__file__).resolve().parents[2]

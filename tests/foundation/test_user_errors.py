@@ -23,7 +23,7 @@ def assert_one_line_error(result, *named):
     (["data.train_shards=/d/train-{000000..000003}.tar"], ["data.train_shards=/d/train-{000000..000003}.tar"]),
     (["resume=/nowhere/last.ckpt"], ["resume", "/nowhere/last.ckpt"]),
     (["trainer.max_steps=0"], ["trainer.max_steps"]),
-    (["optim.scheduler.warmup_steps=-2"], ["optim.scheduler.warmup_steps"]),
+    (["module.scheduler.warmup_steps=-2"], ["module.scheduler.warmup_steps"]),
     (["data=webdataset", "evaluation=demo", "data.train_shards=/d/x.tar", "data.tokenizer=/d/t.json"],
      ["evaluation.zeroshot.synthetic"]),
     (["data=webdataset", "data.train_shards='/d/train-{000000..000003}.tar'", "data.tokenizer=/d/t.json"],
@@ -46,7 +46,7 @@ def test_error_found_after_start_leaves_no_run_dir(tmp_path):
 @pytest.mark.slow
 def test_training_without_validation_set(tmp_path):
     result = run_entry(tmp_path, *TINY_DEMO, "data.val_shards=null", "evaluation=retrieval", "trainer.max_steps=3",
-                       "optim.scheduler.warmup_steps=1")
+                       "module.scheduler.warmup_steps=1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "demo"
     summary = json.loads((run_dir / "summary.json").read_text())
