@@ -28,8 +28,8 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import soundfile as sf
-import torch
+# torch and soundfile are imported where audio is encoded: `expand_shards` runs in the entry point's
+# start-up checks (training/preflight.py), before the heavy imports
 
 TARGET_SAMPLE_RATE = 48000
 SIZES_FILE = "sizes.json"
@@ -54,9 +54,12 @@ def check_key(key: str) -> str:
 # ---------------------------------------------------------------------------------- writing
 
 
-def encode_flac(wave: torch.Tensor, sample_rate: int) -> bytes:
+def encode_flac(wave, sample_rate: int) -> bytes:
     """Encode (L,) or (C, L) float audio (tensor or array) as 16-bit FLAC bytes, the shards' audio member;
     values are clipped to [-1, 1]."""
+    import soundfile as sf
+    import torch
+
     data = torch.as_tensor(wave, dtype=torch.float32).clamp(-1.0, 1.0).numpy()
     if data.ndim == 2:
         data = data.T  # soundfile wants (L, C)

@@ -50,7 +50,7 @@ def check_paths(cfg: DictConfig) -> None:
             raise FileNotFoundError(f"init.{tower}: {path} does not exist")
     data = cfg.data
     if data.get("prepare") is None:  # the demo's data are generated at start
-        from data_pipelines.shards import expand_shards
+        from clap_train.data.shard_format import expand_shards
 
         train_shards = data.train_shards
         for index, pattern in enumerate([train_shards] if isinstance(train_shards, str) else train_shards):

@@ -53,3 +53,18 @@ def test_training_without_validation_set(tmp_path):
     assert summary == {"before": None, "after": None, "global_step": 3}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "no validation set" in result.stdout and "trained 3 steps" in result.stdout
+
+
+def test_entry_point_checks_import_no_torch():
+    """What runs before the checks stays light: torch and Lightning take tens of seconds on a busy machine."""
+    import subprocess
+    import sys
+
+    from tests.foundation._entry import REPO
+
+    code = ("import sys, clap_train.__main__, clap_train.training.preflight, clap_train.data.shard_format\n"
+            "heavy = [m for m in ('torch', 'lightning', 'webdataset', 'soundfile') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
