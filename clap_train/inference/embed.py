@@ -41,7 +41,8 @@ def embed_audio(model: nn.Module, waveforms, sample_rate: int, padding: str = "r
 
     Args:
         model: a `CLAPModel` (uses `frontend`, `clip_samples`, `audio_encoder.enable_fusion`).
-        waveforms: (L,), (B, L), or a list of 1-D arrays / tensors of any lengths.
+        waveforms: mono audio: (L,) one clip, (B, L) B clips, or a list of 1-D arrays / tensors of any lengths.
+            A (2, L) stereo tensor is read as two clips; average its channels first (`wave.mean(0)`).
         sample_rate: rate of `waveforms`; resampled to `model.frontend.sample_rate` if different.
         padding: how clips shorter than `model.clip_samples` are lengthened ("repeatpad" as LAION/HF).
         seed: seeds the fused model's crop starts, so repeated calls give the same embeddings.

@@ -17,7 +17,7 @@ HYDRA_ENTRIES = ("clap_train", "clap_train.evaluate")
 def shell_commands(path: Path) -> list[str]:
     """Commands of the ```bash blocks, continuation lines joined, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.DOTALL):
         for command in block.replace("\\\n", " ").splitlines():
             command = command.strip()
             if command and not command.startswith("#"):
