@@ -8,7 +8,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from clap_train.training.callbacks import EMA, FreezeTowers, ThroughputMonitor, peak_flops, train_flops_per_sample
+from clap_train.training.callbacks import EMA, FreezeTowers, ThroughputMonitor
+from clap_train.training.flops import peak_flops, train_flops_per_sample
 from tests.training._tiny import make_batch, make_loader, make_module
 
 
