@@ -217,7 +217,7 @@ def format_line(result: dict, results: list[dict]) -> str:
     if "error" in result:
         return f"{head} FAILED {result['error']}"
     if kind == "train":
-        return f"{head} {result['precision']}, {step_text(result)}"
+        return f"{head} {result['precision']}, {step_text(result)}, {result['flops_per_sample'] / 1e9:.3g} GFLOP/sample"
     if kind == "fsdp":
         plain = next((r for r in results if r["kind"] == "train" and r["preset"] == result["preset"]
                       and "error" not in r and r["batch"] == result["batch"]), None)

@@ -6,11 +6,12 @@
 #   bash bench/gpu_check.sh --cpu-smoke      # tiny debug model on the CPU (or GPU_CHECK_CPU_SMOKE=1)
 #   bash bench/gpu_check.sh --help           # the flags (presets, parts, budget, timeouts, --out)
 #
-# Summary: $OUT/gpu_check.txt when OUT is set, else runs/gpu_check.txt (with .json and .log beside it).
+# Summary: $OUT/gpu_check.txt when OUT is set, else runs/gpu_check.txt in the current directory (with .json and
+# .log beside it).
 # Python: $PYTHON, else python on PATH (an activated venv), else python3.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's clap_train, not an installed copy
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || exit 2
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's clap_train, not an installed copy
 threads="${OMP_NUM_THREADS:-$(nproc)}"
 export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads"
 export TOKENIZERS_PARALLELISM=false
@@ -29,7 +30,7 @@ if [ "$smoke" != 1 ]; then
         echo "gpu_check: nvidia-smi failed: the GPU or its driver is not usable"; exit 2; }
 fi
 
-"$PYTHON" bench/gpu_check.py "$@"
+"$PYTHON" "$root/bench/gpu_check.py" "$@"
 rc=$?
 if [ "$rc" -ne 0 ]; then
     out="${OUT:+$OUT/gpu_check.txt}"
