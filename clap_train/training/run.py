@@ -99,9 +99,11 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
     before = None
     if ckpt_path is not None:
-        # the datamodule seeds the stream from trainer.global_step, so it continues instead of replaying
+        # the datamodule positions its stream from the restored global step: the epoch continues, no replay
         log.info("resuming from %s (global step %d)", ckpt_path, checkpoint_step(ckpt_path))
-    elif cfg.eval_before_training:
+    else:
+        log.info("starting fresh at step 0: no checkpoint in %s and no resume= given", run_dir)
+    if ckpt_path is None and cfg.eval_before_training:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
