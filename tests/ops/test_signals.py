@@ -101,3 +101,15 @@ def test_ctrl_c_saves_and_the_relaunch_resumes(tmp_path):
     last = tmp_path / "runs" / "interrupted" / "checkpoints" / "last.ckpt"
     assert f"resuming from {last} (global step {step})" in result.stdout + result.stderr
     assert final_state(tmp_path / "runs" / "interrupted")["global_step"] == max(8, step)
+
+
+def test_a_run_shorter_than_an_epoch_validates_and_keeps_the_best(tmp_path):
+    """4 steps of a 16-step epoch with validation every 2 steps: validated at 2 and 4, best-step*.ckpt kept."""
+    result = run_entry(tmp_path, "trainer.max_steps=4", "trainer.val_check_interval=2", "run_name=short")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "short"
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("best-*.ckpt")) == [
+        "best-step0000002.ckpt", "best-step0000004.ckpt"]
+    rows = read_metrics(run_dir / "logs" / "version_0" / "metrics.csv")
+    # two validations inside fit (Lightning logs them at its batch counter, steps 1 and 3) and the final one
+    assert len([r for r in rows if r.get("val/synthetic/t2a_R@1")]) == 3
