@@ -114,3 +114,31 @@ def load_pretrained_htsat(encoder: nn.Module, path: str | Path) -> InitReport:
     else:
         outside = []
     return load_matching(encoder, state, str(path), skipped=outside)
+
+
+WHISPER_PREFIXES = ("model.encoder.", "encoder.")  # WhisperForConditionalGeneration, WhisperModel
+
+
+def load_pretrained_whisper(encoder: nn.Module, path: str | Path) -> InitReport:
+    """Initialise a `WhisperEncoder` from a transformers Whisper directory (or a single weights file): the
+    encoder's tensors under `model.encoder.` or `encoder.` (or unprefixed), names as in transformers; the
+    decoder and `proj_out` are skipped and reported.
+
+    Raises:
+        FileNotFoundError: no weights at `path`. ValueError: see `load_matching`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        state = read_state_dict(path)
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    elif path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"pretrained Whisper: {path} does not exist")
+    prefix = next((p for p in WHISPER_PREFIXES if any(k.startswith(p) for k in state)), "")
+    encoder_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    outside = [k for k in state if not k.startswith(prefix)]
+    return load_matching(encoder, encoder_state, str(path), skipped=outside)
