@@ -92,7 +92,10 @@ class CLAPModule(L.LightningModule):
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
         if mesh is not None and self.loss is not None:  # the loss is None when only evaluating
-            shard_module(self.loss, mesh)
+            teacher = getattr(self.loss, "teacher", None)  # distillation: sharded like the student, own root
+            if teacher is not None:
+                parallelize(teacher.model, mesh, fsdp=True)
+            shard_module(getattr(self.loss, "base", self.loss), mesh)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["clap_train_config"] = self.config

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
+from clap_train.training.distill import with_distillation
 from clap_train.training.module import CLAPModule
 from clap_train.training.resume import apply_wandb_resume, checkpoint_step, resolve_resume_checkpoint
 
@@ -30,7 +31,8 @@ def build(cfg: DictConfig):
     model = instantiate(cfg.model)
     module = CLAPModule(
         model=model,
-        loss=instantiate(cfg.loss),
+        loss=with_distillation(instantiate(cfg.loss), cfg.get("distill"), cfg.model.frontend.sample_rate,
+                               cfg.data.get("tokenizer")),
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         weight_decay=cfg.optim.weight_decay,

@@ -9,10 +9,14 @@ from clap_train.losses.multipos import pair_ids
 
 
 def loss_inputs(loss_fn: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-    """Keyword inputs a loss asks for beyond the common signature: `pair_ids` when `loss_fn.uses_pair_ids`."""
-    if not getattr(loss_fn, "uses_pair_ids", False):
-        return {}
-    return {"pair_ids": pair_ids(batch["key"], batch["captions"], batch["text_to_audio"])}
+    """Keyword inputs a loss asks for beyond the common signature: `pair_ids` when `loss_fn.uses_pair_ids`,
+    the teacher's embeddings of the batch when `loss_fn.uses_teacher` (`DistillationLoss`)."""
+    inputs = {}
+    if getattr(loss_fn, "uses_pair_ids", False):
+        inputs["pair_ids"] = pair_ids(batch["key"], batch["captions"], batch["text_to_audio"])
+    if getattr(loss_fn, "uses_teacher", False):
+        inputs.update(loss_fn.teacher(batch))
+    return inputs
 
 
 def contrastive_step(model: nn.Module, loss_fn: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
