@@ -8,6 +8,7 @@ clips and 77-token captions built for the preset's own front end, and prints the
 and the ratio to the reference row of its table. The rows of the loss and debug tables are interleaved
 step by step (a shared machine's load changes hit every row alike); the real-size presets run one after
 the other (one in memory at a time) (the default loss, or the default preset of that size):
+- losses alone: each loss's forward + backward on random (--embed-batch, 512) embeddings;
 - losses: conf/model/debug.yaml at batch --loss-batch with ClipLoss (reference), HN-NCE, multi-positive
   (half the captions repeated), SigLIP, and distillation from a second debug model (its forward added);
 - towers: the presets built from their YAML (Hydra compose), batch --tower-batch.
@@ -67,6 +68,32 @@ def make_step(model, loss_fn, batch):
     return step
 
 
+def loss_only_steps(losses: dict, batch_size: int) -> dict:
+    """Closures computing each loss and its gradient on fixed random unit-norm embeddings; the teacher's
+    forward is left out (its embeddings are given), so the row is the KL term's own cost."""
+    generator = torch.Generator().manual_seed(0)
+    audio, text, teacher_audio, teacher_text = (
+        torch.nn.functional.normalize(torch.randn(batch_size, 512, generator=generator), dim=1) for _ in range(4))
+    scale = torch.full((1,), 2.659, requires_grad=True)
+    ids = torch.stack([torch.arange(batch_size), torch.arange(batch_size) // 2], dim=1)  # captions in pairs
+    steps = {}
+    for name, make_loss in losses.items():
+        loss_fn = make_loss()
+        kwargs = {}
+        if getattr(loss_fn, "uses_pair_ids", False):
+            kwargs["pair_ids"] = ids
+        if getattr(loss_fn, "uses_teacher", False):
+            kwargs.update(teacher_audio=teacher_audio, teacher_text=teacher_text,
+                          teacher_logit_scale=torch.tensor(14.3))
+
+        def step(loss_fn=loss_fn, kwargs=kwargs):
+            a, t = audio.clone().requires_grad_(), text.clone().requires_grad_()
+            loss_fn(a, t, scale, scale, **kwargs).backward()
+
+        steps[name] = step
+    return steps
+
+
 def median_seconds(steps: dict[str, callable], rounds: int, warmup: int) -> list[tuple[str, float]]:
     """Median seconds per step of each closure, the closures interleaved round by round so that load
     changes on a shared machine hit every row alike."""
@@ -95,7 +122,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--loss-batch", type=int, default=64)
     parser.add_argument("--tower-batch", type=int, default=2)
+    parser.add_argument("--embed-batch", type=int, default=1024, help="rows of the loss-only table")
     parser.add_argument("--skip-real", action="store_true", help="only the debug-size towers")
+    parser.add_argument("--only-losses", action="store_true", help="only the loss-only table")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"CPU, {torch.get_num_threads()} threads, {args.steps} timed steps after {args.warmup} warm-up")
@@ -108,6 +137,10 @@ def main() -> None:
         "+distill.teacher=<debug model>": lambda: DistillationLoss(
             ClipLoss(), 1.0, Teacher(build("debug"), sample_rate=16000)),
     }
+    print_table(f"losses alone: forward + backward on ({args.embed_batch}, 512) embeddings",
+                median_seconds(loss_only_steps(losses, args.embed_batch), 3 * args.steps, args.warmup))
+    if args.only_losses:
+        return
     steps = {}
     for name, make_loss in losses.items():
         model = build("debug")
@@ -116,12 +149,12 @@ def main() -> None:
     print_table(f"losses (model=debug, batch {args.loss_batch})", median_seconds(steps, args.steps, args.warmup))
 
     debug = {f"model={preset}": make_step(model, ClipLoss(), make_batch(model, args.tower_batch))
-             for preset in ("debug", "debug_xlmr", "whisper_debug") for model in [build(preset)]}
+             for preset in ("debug", "debug_xlmr", "whisper_debug", "debug_modernbert") for model in [build(preset)]}
     print_table(f"towers, debug size (batch {args.tower_batch})", median_seconds(debug, args.steps, args.warmup))
     if args.skip_real:
         return
     rows = []  # one real-size model in memory at a time
-    for preset in ("htsat_tiny_roberta", "htsat_tiny_xlmr", "whisper_base_roberta"):
+    for preset in ("htsat_tiny_roberta", "htsat_tiny_xlmr", "whisper_base_roberta", "htsat_tiny_modernbert"):
         model = build(preset)
         step = make_step(model, ClipLoss(), make_batch(model, args.tower_batch))
         rows += median_seconds({f"model={preset}": step}, args.steps, args.warmup)

@@ -142,3 +142,29 @@ def load_pretrained_whisper(encoder: nn.Module, path: str | Path) -> InitReport:
     encoder_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     outside = [k for k in state if not k.startswith(prefix)]
     return load_matching(encoder, encoder_state, str(path), skipped=outside)
+
+
+MODERNBERT_PREFIX = "model."  # ModernBertForMaskedLM nests the encoder here
+
+
+def load_pretrained_modernbert(encoder: nn.Module, path: str | Path) -> InitReport:
+    """Initialise a `ModernBertEncoder` from a transformers ModernBERT directory (`ModernBertModel`, or
+    `ModernBertForMaskedLM` whose `model.` prefix is stripped and `head` / `decoder` skipped) or weights file.
+
+    Raises:
+        FileNotFoundError: no weights at `path`. ValueError: see `load_matching`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        state = read_state_dict(path)
+    elif path.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
+                                                                                   weights_only=True)
+    else:
+        raise FileNotFoundError(f"pretrained ModernBERT: {path} does not exist")
+    prefix = MODERNBERT_PREFIX if any(k.startswith(MODERNBERT_PREFIX) for k in state) else ""
+    encoder_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    outside = [k for k in state if not k.startswith(prefix)]
+    return load_matching(encoder, encoder_state, str(path), skipped=outside)

@@ -9,6 +9,7 @@ from tests._demo_run import recall_sum, run_demo
 @pytest.mark.parametrize(("run_name", "overrides"), [
     ("xlmr", ["model=debug_xlmr", "data.prepare.vocab_size=1000"]),
     ("whisper", ["model=whisper_debug"]),
+    ("modernbert", ["model=debug_modernbert"]),
 ])
 def test_preset_trains_through_the_entry_point(tmp_path, run_name, overrides):
     summary = run_demo(tmp_path, run_name, *overrides)
