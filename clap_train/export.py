@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="clap_train .ckpt, LAION .pt or transformers CLAP directory")
     parser.add_argument("out_dir", help="directory to write the transformers CLAP files into")
     args = parser.parse_args(argv)
-    out = export_hf(load_model(args.checkpoint), args.out_dir)
+    try:
+        out = export_hf(load_model(args.checkpoint), args.out_dir)
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as exc:  # one line, e.g. a Whisper tower
+        parser.exit(2, f"clap_train.export: error: {type(exc).__name__}: {exc}\n")
     print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
 
 
