@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clap_train.data.audio_ops import crop_or_pad
-from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.pipeline import ReseedingLoader, TrainStream
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer, train_bpe_tokenizer
-from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.signal.audio_ops import crop_or_pad
+from clap_train.signal.frontend import LogMelFrontend
+from clap_train.signal.fusion import build_fusion_features
 from data_pipelines.shards import ShardWriter, encode_flac, expand_shards
 
 RATE, CLIP_SAMPLES = 48000, 480000

@@ -20,6 +20,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from clap_train.checkpoints.hf import clap_to_hf_state_dict
+from clap_train.checkpoints.load import load_model
 from clap_train.models.audio.htsat import HTSATEncoder
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
@@ -116,8 +117,6 @@ def export_hf(model: CLAPModel, out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from clap_train.checkpoints.load import load_model
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="clap_train .ckpt, LAION .pt or transformers CLAP directory")
     parser.add_argument("out_dir", help="directory to write the transformers CLAP files into")

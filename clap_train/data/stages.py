@@ -26,10 +26,11 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.data import default_collate
 
-from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_quantise, int16_roundtrip
-from clap_train.data.fusion_features import build_fusion_features
+from clap_train.data.shard_format import AUDIO_MEMBERS
 from clap_train.data.tokenizer import CaptionTokenizer
-from data_pipelines.shards import AUDIO_MEMBERS
+from clap_train.signal.audio_ops import TRUNCATIONS, crop_or_pad, int16_quantise, int16_roundtrip
+from clap_train.signal.frontend import LogMelFrontend
+from clap_train.signal.fusion import build_fusion_features
 
 log = logging.getLogger(__name__)
 CAPTION_SOURCES = ("original", "augmented", "all")
@@ -211,27 +212,26 @@ class CropPad(_Seeded):
 
 class FusionFeatures(_Seeded):
     """'wave' -> 'features' (4, clip_samples // hop + 1, n_mels) and 'is_longer' for fused models
-    (`fusion_features.build_fusion_features`); the waveform is dropped to keep worker IPC small.
+    (`clap_train.signal.fusion.build_fusion_features`); the waveform is dropped to keep worker IPC small.
 
     Args:
-        frontend: keyword arguments of `LogMelFrontend` (n_fft, hop_length, n_mels, f_min, f_max,
-            mel_scale, norm); fused checkpoints use mel_scale "htk", norm None. The front end is built
-            lazily in each worker, so the stage pickles as plain arguments.
-        sample_rate, clip_samples, padding: as for `CropPad`.
+        frontend: the model's `LogMelFrontend`, or its `config()` dict (fused checkpoints use mel_scale
+            "htk", norm None). Each worker rebuilds it from the plain arguments, so the stage pickles small.
+        clip_samples, padding: as for `CropPad`.
         deterministic: crop starts seeded from the sample key (evaluation).
+    Raises:
+        ValueError naming a bad front-end argument.
     """
 
-    def __init__(self, frontend: dict, sample_rate: int, clip_samples: int, padding: str = "repeatpad",
+    def __init__(self, frontend: LogMelFrontend | dict, clip_samples: int, padding: str = "repeatpad",
                  deterministic: bool = False):
-        self.frontend_kwargs = {"mel_scale": "htk", "norm": None, **dict(frontend), "sample_rate": sample_rate}
+        self.frontend_kwargs = frontend.config() if isinstance(frontend, LogMelFrontend) else dict(frontend)
         self.clip_samples, self.padding, self.deterministic = clip_samples, padding, deterministic
         self._frontend = None
         self._build_frontend()  # fail at construction on bad front-end arguments
 
-    def _build_frontend(self):
+    def _build_frontend(self) -> LogMelFrontend:
         if self._frontend is None:
-            from clap_train.models.audio.frontend import LogMelFrontend
-
             self._frontend = LogMelFrontend(**self.frontend_kwargs)
         return self._frontend
 
@@ -259,7 +259,7 @@ class ChooseCaption(_Seeded):
         probs = dict(probs or {"original": 1.0})
         unknown = set(probs) - set(CAPTION_SOURCES)
         if unknown or any(p < 0 for p in probs.values()) or sum(probs.values()) <= 0:
-            raise ValueError(f"caption probs must map {CAPTION_SOURCES} to non-negative weights with a "
+            raise ValueError(f"caption_probs must map {CAPTION_SOURCES} to non-negative weights with a "
                              f"positive sum, got {probs}")
         self.pools, self.weights = list(probs), list(probs.values())
         self.keep_all = keep_all
@@ -309,20 +309,24 @@ class Collate:
 
 def sample_stages(sample_rate: int, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
                   int16: bool = False, caption_probs: dict[str, float] | None = None,
-                  fusion_frontend: dict | None = None, train: bool = True) -> list:
+                  frontend: dict | None = None, train: bool = True) -> list:
     """The per-sample stages in order: decode, mono, resample, crop/pad then [int16] or [int16] then fusion,
     caption. With `int16` the unfused path yields an int16 `waveform` batch (q standing for q / 32767).
 
     Evaluation (`train=False`) crops deterministically and keeps every caption.
-    Raises ValueError naming `truncation` (one of rand_trunc, head, fusion) or `fusion_frontend`
-    (required by truncation "fusion").
+    `frontend`: the model's `LogMelFrontend.config()`, used (and required) by truncation "fusion".
+    Raises ValueError naming `truncation` (one of rand_trunc, head, fusion), `frontend` or `sample_rate`
+    (must equal the front end's rate).
     """
     stages = [DecodeSample(), ToMono(), Resample(sample_rate)]
     if truncation == "fusion":
-        if fusion_frontend is None:
-            raise ValueError("fusion_frontend (LogMelFrontend arguments) is required with truncation 'fusion'")
+        if frontend is None:
+            raise ValueError("frontend: truncation 'fusion' builds the features with the model's front end "
+                             "(data.frontend: ${model.frontend})")
+        if frontend.get("sample_rate", sample_rate) != sample_rate:
+            raise ValueError(f"sample_rate {sample_rate} differs from the front end's {frontend['sample_rate']}")
         stages += [Int16RoundTrip()] if int16 else []
-        stages.append(FusionFeatures(fusion_frontend, sample_rate, clip_samples, padding, deterministic=not train))
+        stages.append(FusionFeatures(frontend, clip_samples, padding, deterministic=not train))
     elif truncation in TRUNCATIONS:
         stages.append(CropPad(clip_samples, truncation, padding, deterministic=not train))
         stages += [Int16Quantise()] if int16 else []  # after the crop: fewer samples, and an int16 batch

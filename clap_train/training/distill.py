@@ -1,5 +1,6 @@
 """Distillation set-up: `+distill.teacher=SOURCE [+distill.weight=W]` wraps the configured loss in a
-`DistillationLoss` whose teacher is any `load_model` source (docs/losses.md)."""
+`DistillationLoss` whose teacher is any `load_model` source, loaded by the build (`clap_train.train`;
+docs/losses.md)."""
 
 from __future__ import annotations
 
@@ -56,20 +57,15 @@ class Teacher(nn.Module):
                 "teacher_logit_scale": self.model.logit_scale_a.exp().squeeze()}
 
 
-def with_distillation(loss: nn.Module, distill: Mapping | None, sample_rate: int,
-                      tokenizer_path: str | None = None) -> nn.Module:
-    """`loss` unchanged without a `distill` config, else a `DistillationLoss` around it with the teacher.
-
-    Raises:
-        ValueError: an unknown `distill.*` key or no `distill.teacher`. FileNotFoundError etc.: see `load_model`.
-    """
-    if not distill:
-        return loss
+def check_distill_config(distill: Mapping) -> None:
+    """Raise ValueError naming `distill.teacher` for unknown `distill.*` keys or a missing teacher."""
     unknown = sorted(set(distill) - set(DISTILL_KEYS))
     if unknown or not distill.get("teacher"):
         raise ValueError(f"distill: needs distill.teacher=SOURCE (a load_model source) and optionally "
                          f"distill.weight; got keys {sorted(distill)}")
-    from clap_train.checkpoints.load import load_model
 
-    teacher = Teacher(load_model(str(distill["teacher"])), sample_rate, tokenizer_path)
-    return DistillationLoss(loss, weight=float(distill.get("weight", 1.0)), teacher=teacher)
+
+def with_distillation(loss: nn.Module, teacher: nn.Module, weight: float, sample_rate: int,
+                      tokenizer_path: str | None = None) -> DistillationLoss:
+    """A `DistillationLoss` around `loss` with `teacher` (a loaded CLAP model) frozen in a `Teacher`."""
+    return DistillationLoss(loss, weight=weight, teacher=Teacher(teacher, sample_rate, tokenizer_path))

@@ -29,13 +29,15 @@ def test_distillation_from_a_trained_checkpoint_through_the_entry_point(tmp_path
     assert fsdp["global_step"] == 2
 
 
-def test_bad_distill_key_is_one_line(tmp_path):
+@pytest.mark.parametrize("override", ["+distill.teachr=/x.ckpt", "+distill.teacher=/no/such.ckpt"])
+def test_bad_distill_settings_are_one_line(tmp_path, override):
     import subprocess
     import sys
 
     from tests._demo_run import REPO, SHORT_DEMO
     from tests.ops._entry import clean_env
 
-    proc = subprocess.run([sys.executable, "-m", "clap_train", *SHORT_DEMO, "+distill.teachr=/x.ckpt"], cwd=REPO, check=False,
+    proc = subprocess.run([sys.executable, "-m", "clap_train", *SHORT_DEMO, override], cwd=REPO, check=False,
                           env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "distill.teacher" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    expected = "distill.teacher" if "teachr" in override else "/no/such.ckpt"
+    assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

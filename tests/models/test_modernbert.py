@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from clap_train.checkpoints.pretrained import load_pretrained_modernbert
 from clap_train.models.text.modernbert import ModernBertEncoder
 
 transformers = pytest.importorskip("transformers")
@@ -67,9 +68,10 @@ def test_init_from_a_masked_lm_directory(tmp_path):
     torch.manual_seed(1)
     source = _hf_model(**SMALL, cls=transformers.ModernBertForMaskedLM)
     source.save_pretrained(tmp_path)
-    encoder = ModernBertEncoder(**SMALL, pretrained=str(tmp_path))
-    assert encoder.init_report.kept == []
-    assert encoder.init_report.skipped and all(k.startswith(("head.", "decoder.")) for k in encoder.init_report.skipped)
+    encoder = ModernBertEncoder(**SMALL)
+    report = load_pretrained_modernbert(encoder, tmp_path)
+    assert report.kept == []
+    assert report.skipped and all(k.startswith(("head.", "decoder.")) for k in report.skipped)
     assert torch.equal(encoder.layers[2].mlp.Wi.weight, source.state_dict()["model.layers.2.mlp.Wi.weight"])
     with pytest.raises(ValueError, match="pooling"):
         ModernBertEncoder(**SMALL, pooling="max")

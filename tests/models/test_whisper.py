@@ -10,8 +10,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from clap_train.checkpoints.pretrained import load_pretrained_whisper
 from clap_train.models.audio.whisper import WhisperEncoder, audio_token_mask
-from clap_train.models.audio.whisper_frontend import WhisperFrontend
+from clap_train.signal.whisper_frontend import WhisperFrontend
 
 transformers = pytest.importorskip("transformers")
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -106,15 +107,15 @@ def test_init_from_a_transformers_whisper_directory(tmp_path):
     torch.manual_seed(2)
     source = transformers.WhisperForConditionalGeneration(_hf_config(**DEBUG))
     source.save_pretrained(tmp_path)
-    encoder = WhisperEncoder(**DEBUG, pretrained=str(tmp_path))
-    report = encoder.init_report
+    encoder = WhisperEncoder(**DEBUG)
+    report = load_pretrained_whisper(encoder, tmp_path)
     assert report.kept == [] and report.skipped and all(k.startswith(("model.decoder.", "proj_out."))
                                                         for k in report.skipped)
     state = source.state_dict()
     assert torch.equal(encoder.layers[1].fc2.weight, state["model.encoder.layers.1.fc2.weight"])
     assert torch.equal(encoder.conv1.bias, state["model.encoder.conv1.bias"])
     with pytest.raises(ValueError, match="shapes do not match"):
-        WhisperEncoder(**{**DEBUG, "ffn_dim": 48}, pretrained=str(tmp_path))
+        load_pretrained_whisper(WhisperEncoder(**{**DEBUG, "ffn_dim": 48}), tmp_path)
 
 
 def test_experiment_resamples_to_the_tower_rate_and_pads_with_zeros():

@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from clap_train.checkpoints.hf_text import hf_text_to_roberta
+from clap_train.checkpoints.pretrained import load_pretrained_roberta
 from clap_train.models.text.roberta import RobertaEncoder
 
 transformers = pytest.importorskip("transformers")
@@ -54,9 +55,10 @@ def test_init_from_a_transformers_xlmr_masked_lm_directory(tmp_path):
     torch.manual_seed(1)
     source = transformers.XLMRobertaForMaskedLM(_hf_config(XLMR_VOCAB, **SMALL))
     source.save_pretrained(tmp_path)
-    encoder = RobertaEncoder(vocab_size=XLMR_VOCAB, **SMALL, pretrained=str(tmp_path))
-    assert encoder.init_report.kept == ["pooler.bias", "pooler.weight"]  # the masked-LM has no pooler
-    assert all(k.startswith("lm_head.") for k in encoder.init_report.skipped)
+    encoder = RobertaEncoder(vocab_size=XLMR_VOCAB, **SMALL)
+    report = load_pretrained_roberta(encoder, tmp_path)
+    assert report.kept == ["pooler.bias", "pooler.weight"]  # the masked-LM has no pooler
+    assert all(k.startswith("lm_head.") for k in report.skipped)
     state = source.state_dict()
     assert torch.equal(encoder.embeddings.word_embeddings.weight, state["roberta.embeddings.word_embeddings.weight"])
     assert torch.equal(encoder.layers[1].ffn_out.weight, state["roberta.encoder.layer.1.output.dense.weight"])

@@ -66,7 +66,8 @@ class WhisperEncoderLayer(nn.Module):
 class WhisperEncoder(nn.Module):
     """Whisper encoder, mean-pooled over the tokens that hold audio -> (B, d_model).
 
-    Defaults are whisper-base. Input: `WhisperFrontend` log-mels (B, 1, 2 * max_source_positions, num_mel_bins)
+    Defaults are whisper-base. Input: `signal.whisper_frontend.WhisperFrontend` log-mels
+    (B, 1, 2 * max_source_positions, num_mel_bins)
     (30 s = 3000 frames for the released models); two convolutions (the second with stride 2) give one token
     per 2 frames, plus fixed sinusoidal positions, then pre-LN layers and a final LayerNorm, exactly as
     transformers' `WhisperEncoder` (`last_hidden_state`).
@@ -81,8 +82,8 @@ class WhisperEncoder(nn.Module):
         num_mel_bins: 80, or 128 (large-v3). d_model, num_layers, num_heads, ffn_dim: geometry.
         max_source_positions: tokens per window (1500 = 30 s).
         dropout, attention_dropout: training only (Whisper trained with 0).
-        pretrained: a transformers Whisper directory (`WhisperModel`, `WhisperForConditionalGeneration` or a
-            bare encoder) to initialise from (`clap_train.checkpoints.pretrained.load_pretrained_whisper`).
+    Initialise from a transformers Whisper directory with `init.audio_encoder=DIR`
+    (`clap_train.checkpoints.pretrained.load_pretrained_whisper`).
     `is_longer` is accepted for the audio-tower signature and ignored.
 
     Raises:
@@ -91,7 +92,7 @@ class WhisperEncoder(nn.Module):
 
     def __init__(self, num_mel_bins: int = 80, d_model: int = 512, num_layers: int = 6, num_heads: int = 8,
                  ffn_dim: int = 2048, max_source_positions: int = 1500, dropout: float = 0.0,
-                 attention_dropout: float = 0.0, pretrained: str | None = None):
+                 attention_dropout: float = 0.0):
         super().__init__()
         if d_model % num_heads or d_model % 2:
             raise ValueError(f"d_model ({d_model}) must be even and divisible by num_heads ({num_heads})")
@@ -108,10 +109,6 @@ class WhisperEncoder(nn.Module):
                                     for _ in range(num_layers))
         self.layer_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
-        if pretrained:
-            from clap_train.checkpoints.pretrained import load_pretrained_whisper
-
-            self.init_report = load_pretrained_whisper(self, pretrained)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)

@@ -82,8 +82,8 @@ class ModernBertEncoder(nn.Module):
 
     Args:
         pooling: "mean" (over real tokens, the usual sentence embedding) or "cls" (token 0).
-        pretrained: a transformers ModernBERT directory (`ModernBertModel` or `ModernBertForMaskedLM`)
-            (`clap_train.checkpoints.pretrained.load_pretrained_modernbert`).
+    Initialise from a transformers ModernBERT directory (`ModernBertModel` or `ModernBertForMaskedLM`) with
+    `init.text_encoder=DIR` (`clap_train.checkpoints.pretrained.load_pretrained_modernbert`).
     Forward: input_ids (B, L), attention_mask (B, L) 1 for real tokens; columns that are padding in every row
     are dropped first (`trim_padding`, the output is unchanged).
 
@@ -94,8 +94,7 @@ class ModernBertEncoder(nn.Module):
     def __init__(self, vocab_size: int = 50368, hidden_size: int = 768, num_layers: int = 22, num_heads: int = 12,
                  intermediate_size: int = 1152, max_position_embeddings: int = 8192, local_attention: int = 128,
                  global_every: int = 3, global_rope_theta: float = 160000.0, local_rope_theta: float = 10000.0,
-                 norm_eps: float = 1e-5, pad_token_id: int = 50283, dropout: float = 0.0, pooling: str = "mean",
-                 pretrained: str | None = None):
+                 norm_eps: float = 1e-5, pad_token_id: int = 50283, dropout: float = 0.0, pooling: str = "mean"):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
@@ -117,10 +116,6 @@ class ModernBertEncoder(nn.Module):
             inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)
             self.register_buffer(name, inv_freq, persistent=False)
         self.apply(_init_weights)
-        if pretrained:
-            from clap_train.checkpoints.pretrained import load_pretrained_modernbert
-
-            self.init_report = load_pretrained_modernbert(self, pretrained)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clap_train.data.audio_ops import int16_to_float
-from clap_train.models.audio.frontend import mel_filter_bank
+from clap_train.signal.audio_ops import int16_to_float
+from clap_train.signal.frontend import mel_filter_bank
 
 
 class WhisperFrontend(nn.Module):
@@ -39,7 +39,7 @@ class WhisperFrontend(nn.Module):
         if num_samples <= n_fft // 2:
             raise ValueError(f"num_samples ({num_samples}) must exceed n_fft // 2 ({n_fft // 2}) for reflect padding")
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
-        self.num_samples = num_samples
+        self.num_samples, self.double_precision = num_samples, double_precision
         dtype = torch.float64 if double_precision else torch.float32
         fbank = mel_filter_bank(n_fft // 2 + 1, 0.0, 8000.0, n_mels, sample_rate, "slaney", "slaney")
         # master copies kept out of dtype casts (bf16-true), as LogMelFrontend does
@@ -53,6 +53,11 @@ class WhisperFrontend(nn.Module):
         for name, value in self._constants.items():
             setattr(self, name, value.to(getattr(self, name).device))
         return self
+
+    def config(self) -> dict:
+        """The constructor arguments (plain values): `WhisperFrontend(**frontend.config())` is an equal front end."""
+        return {"sample_rate": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
+                "n_mels": self.n_mels, "num_samples": self.num_samples, "double_precision": self.double_precision}
 
     @property
     def num_frames(self) -> int:
