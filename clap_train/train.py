@@ -12,8 +12,10 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clap_train.checkpoints.build import check_model_config, stored_model_config
 from clap_train.checkpoints.load import load_model
 from clap_train.checkpoints.pretrained import init_towers
+from clap_train.checkpoints.state_dict import read_checkpoint_file
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
 from clap_train.training.distill import check_distill_config, with_distillation
@@ -66,6 +68,19 @@ def check_accumulation(contrastive_accumulation: int, trainer: L.Trainer) -> Non
                          f"scaling (bf16-mixed, bf16-true or 32-true), got trainer.precision={trainer.precision}")
 
 
+def check_resume_checkpoint(path: Path) -> None:
+    """Refuse, in one line naming the file, a checkpoint to resume from that torch cannot read safely or
+    whose stored model config is not one clap_train builds (`checkpoints.build`): the same allow-list as
+    `load_model`, for `resume=PATH`, `resume=wandb://...` downloads and the run directory's own files.
+    A sharded (DCP) checkpoint directory is checked through its `meta.pt`."""
+    path = Path(path)
+    checkpoint = read_checkpoint_file(path / "meta.pt" if path.is_dir() else path)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict)")  # noqa: TRY004
+    if checkpoint.get("clap_train_config") is not None:
+        check_model_config(stored_model_config(checkpoint, str(path)), str(path))
+
+
 def check_best_metric(best_metric: DictConfig, val_names: list[str], keys: list[str]) -> None:
     """Raise ValueError naming the best_metric field unless validation logs that metric."""
     if best_metric.mode not in ("min", "max"):
@@ -113,6 +128,8 @@ def train(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
+    if ckpt_path is not None:
+        check_resume_checkpoint(ckpt_path)
     before = None
     if ckpt_path is not None:
         # the datamodule seeds the stream from trainer.global_step, so it continues instead of replaying
