@@ -14,6 +14,7 @@ data_pipelines.shards into a temporary directory, then measures, single-threaded
                                   CPU thread, the batch copied to the device, batched log-mel there
                                   (wall time per clip, device synchronised)
 and, for information, the same loader with `--workers` forkserver workers (clips/s per worker).
+Codecs (flac, pcm16), decoders and windowed decode of long clips: bench/decode.py.
 Ratios are against the extractor with the same truncation. Targets (docs/data.md): features >= 10x
 the extractor per core; whole loader >= 2x the extractor alone. Timings on a shared machine vary.
 """

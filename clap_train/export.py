@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -121,7 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="clap_train .ckpt, LAION .pt or transformers CLAP directory")
     parser.add_argument("out_dir", help="directory to write the transformers CLAP files into")
     args = parser.parse_args(argv)
-    out = export_hf(load_model(args.checkpoint), args.out_dir)
+    try:
+        out = export_hf(load_model(args.checkpoint), args.out_dir)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:  # bad input: one line, no traceback
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"clap_train.export: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
 
 

@@ -6,6 +6,7 @@ The shard layout, key rules, sizes.json and the tar writer/reader live in the li
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import shutil
 import subprocess
@@ -39,28 +40,54 @@ from clap_train.data.shard_format import (  # noqa: F401  (the tools' one import
 # ---------------------------------------------------------------------------------- audio codecs
 
 
+DECODE_EXTRA = "pip install 'clap_train[decode]'"
+
+
 def decode_audio(source: str | Path | bytes) -> tuple[torch.Tensor, int]:
     """Decode an audio file (path or bytes) to a float32 tensor (C, L) in [-1, 1] and its rate.
 
-    soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff, ...) is tried first; when it
-    cannot read the data and an `ffmpeg` binary is on PATH, ffmpeg decodes it instead (m4a, ...).
+    Chosen per file: soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff, ...) first; what
+    it cannot read (m4a/aac, opus or vorbis in mp4/webm, ...) goes to PyAV (the `decode` extra) when
+    installed, else to an `ffmpeg` binary on PATH.
     Raises:
-        ValueError when the audio cannot be decoded or holds no samples.
+        ValueError when the audio cannot be decoded (naming the `decode` extra when neither PyAV
+        nor ffmpeg is there) or holds no samples.
     """
     try:
         data, sample_rate = sf.read(
             io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32", always_2d=True
         )
     except Exception as error:  # libsndfile raises several types (LibsndfileError, RuntimeError, TypeError)
-        if shutil.which("ffmpeg") is None:
-            raise ValueError(f"undecodable audio: {error}") from error
-        data, sample_rate = _decode_with_ffmpeg(source)
+        if importlib.util.find_spec("av") is not None:
+            data, sample_rate = _decode_with_pyav(source)
+        elif shutil.which("ffmpeg") is not None:
+            data, sample_rate = _decode_with_ffmpeg(source)
+        else:
+            raise ValueError(f"undecodable audio: {error}; formats libsndfile cannot read (m4a, aac, opus in "
+                             f"mp4/webm) need the decode extra: {DECODE_EXTRA}") from error
     if data.shape[0] == 0:
         raise ValueError("empty audio: 0 samples")
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, L)
     if not torch.isfinite(wave).all():
         raise ValueError("audio holds NaN or inf samples")
     return wave, int(sample_rate)
+
+
+def _decode_with_pyav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
+    """PyAV (FFmpeg's decoders, in-process) -> float32 (L, C) at the stream's own rate."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+            chunks = [out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray() for out in resampler.resample(None)]  # flush
+            rate = stream.rate
+    except (av.FFmpegError, IndexError, ValueError) as error:
+        raise ValueError(f"undecodable audio: PyAV: {error}") from error
+    channels = chunks[0].shape[0] if chunks else 1
+    return np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, channels), np.float32), rate
 
 
 def _decode_with_ffmpeg(source: str | Path | bytes) -> tuple[np.ndarray, int]:

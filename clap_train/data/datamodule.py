@@ -47,6 +47,7 @@ class CLAPDataModule(L.LightningDataModule):
             the sizes.json entries of the training shards.
         train_weights: sampling weight of each training source (None: equal).
         caption_probs: training caption pool weights, {"original", "augmented", "all"} -> weight.
+        augmented_fields: json fields holding the "augmented" captions (keyword_to_caption --field).
         frontend: the model's `LogMelFrontend` (the YAML interpolates `${model.frontend}`) or its
             `config()` dict: the fusion path builds the features with it in the workers; unused otherwise.
         seed: base seed; each epoch's stream seed mixes it with the epoch, so every epoch has a new
@@ -78,6 +79,7 @@ class CLAPDataModule(L.LightningDataModule):
         padding: str = "repeatpad",
         int16: bool = False,
         caption_probs: dict[str, float] | None = None,
+        augmented_fields: list[str] | tuple[str, ...] = ("text_augment_t5",),
         frontend: LogMelFrontend | dict | None = None,
         max_text_length: int = 77,
         shuffle_buffer: int = 1000,
@@ -109,7 +111,9 @@ class CLAPDataModule(L.LightningDataModule):
         self.stage_args = {"sample_rate": sample_rate, "clip_samples": clip_samples, "truncation": truncation,
                            "padding": padding, "int16": int16,
                            "caption_probs": dict(caption_probs) if caption_probs is not None else None,
-                           "frontend": _frontend_config(frontend) if truncation == "fusion" else None}
+                           "frontend": _frontend_config(frontend) if truncation == "fusion" else None,
+                           "augmented_fields": augmented_fields if isinstance(augmented_fields, str)
+                           else tuple(augmented_fields)}
         try:
             sample_stages(**self.stage_args)  # validates truncation, padding, caption_probs, frontend now
         except ValueError as exc:

@@ -4,7 +4,7 @@ The online pipeline (`clap_train.data`) and the offline tools (`data_pipelines`,
 module, never the reverse) share it.
 
 Shard layout (LAION audio-dataset): tar files `{split}-{index:06d}.tar` holding, per sample,
-`<key>.flac` (48 kHz mono FLAC) and `<key>.json` with
+`<key>.flac` (48 kHz mono FLAC; or `<key>.pcm16`, see `audio_codecs`) and `<key>.json` with
 
 | key | type | meaning |
 |---|---|---|
@@ -33,7 +33,7 @@ import torch
 
 TARGET_SAMPLE_RATE = 48000
 SIZES_FILE = "sizes.json"
-AUDIO_MEMBERS = ("flac", "wav", "mp3", "ogg")  # the audio member of a shard sample: <key>.flac, ...
+AUDIO_MEMBERS = ("flac", "pcm16", "wav", "mp3", "ogg")  # the audio member of a shard sample: <key>.flac, ...
 
 
 def shard_name(split: str, index: int) -> str:
@@ -91,17 +91,17 @@ def write_tar(path: str | Path, samples: Iterable[tuple[str, dict[str, bytes]]])
     return count
 
 
-def read_sizes(out_dir: str | Path) -> dict[str, int]:
-    path = Path(out_dir) / SIZES_FILE
+def read_sizes(out_dir: str | Path, sizes_file: str = SIZES_FILE) -> dict[str, int]:
+    path = Path(out_dir) / sizes_file
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def update_sizes(out_dir: str | Path, sizes: dict[str, int]) -> dict[str, int]:
-    """Merge `sizes` into `out_dir/sizes.json` (write tmp + os.replace); returns the merged map."""
-    merged = read_sizes(out_dir)
+def update_sizes(out_dir: str | Path, sizes: dict[str, int], sizes_file: str = SIZES_FILE) -> dict[str, int]:
+    """Merge `sizes` into `out_dir/sizes_file` (write tmp + os.replace); returns the merged map."""
+    merged = read_sizes(out_dir, sizes_file)
     merged.update(sizes)
     merged = dict(sorted(merged.items()))
-    path = Path(out_dir) / SIZES_FILE
+    path = Path(out_dir) / sizes_file
     tmp_path = path.with_name(path.name + ".tmp")
     tmp_path.write_text(json.dumps(merged, indent=1) + "\n")
     os.replace(tmp_path, path)
@@ -128,6 +128,7 @@ class ShardWriter:
         samples_per_shard: samples per tar (the last one may hold fewer).
         start_index: number of the first shard (a resumed run continues after the last one).
         audio_extension: tar member extension of the audio bytes.
+        sizes_file: the sizes file updated in `out_dir` (one per task of a multi-task run).
     Raises:
         ValueError naming the bad argument; `write` raises ValueError on a bad or repeated key.
     """
@@ -139,6 +140,7 @@ class ShardWriter:
         samples_per_shard: int = 512,
         start_index: int = 0,
         audio_extension: str = "flac",
+        sizes_file: str = SIZES_FILE,
     ):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard: must be >= 1, got {samples_per_shard}")
@@ -151,6 +153,7 @@ class ShardWriter:
         self.split = split
         self.samples_per_shard = samples_per_shard
         self.audio_extension = audio_extension
+        self.sizes_file = sizes_file
         self.next_index = start_index
         self.sizes: dict[str, int] = {}
         self._pending: list[tuple[str, dict[str, bytes]]] = []
@@ -170,7 +173,7 @@ class ShardWriter:
             return
         name = shard_name(self.split, self.next_index)
         self.sizes[name] = write_tar(self.out_dir / name, self._pending)
-        update_sizes(self.out_dir, {name: self.sizes[name]})
+        update_sizes(self.out_dir, {name: self.sizes[name]}, self.sizes_file)
         self._pending = []
         self.next_index += 1
 
