@@ -13,10 +13,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clap_train.checkpoints.build import check_model_config, stored_model_config
+from clap_train.checkpoints.load import load_model
 from clap_train.checkpoints.pretrained import init_towers
 from clap_train.checkpoints.state_dict import read_checkpoint_file
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
+from clap_train.training.distill import check_distill_config, with_distillation
 from clap_train.training.resume import checkpoint_step, resolve_resume_checkpoint, wandb_resume_overrides
 from clap_train.training.strategy import FSDP2Strategy
 
@@ -39,7 +41,13 @@ def build(cfg: DictConfig):
     init_towers(model, audio_encoder=init.get("audio_encoder"), text_encoder=init.get("text_encoder"))
     # a partial of the module config, completed with the built objects (passed through instantiate, Hydra
     # would recurse into the run config's own `_target_`s)
-    module = instantiate(cfg.module, _partial_=True)(model=model, loss=instantiate(cfg.loss),
+    loss = instantiate(cfg.loss)
+    distill = cfg.get("distill")
+    if distill:  # +distill.teacher=SOURCE: the configured loss plus a KL term to a frozen teacher
+        check_distill_config(distill)
+        loss = with_distillation(loss, load_model(str(distill.teacher)), float(distill.get("weight", 1.0)),
+                                 cfg.model.frontend.sample_rate, cfg.data.get("tokenizer"))
+    module = instantiate(cfg.module, _partial_=True)(model=model, loss=loss,
                                                      val_names=datamodule.val_names, zeroshot=zeroshot,
                                                      run_config=OmegaConf.to_container(cfg, resolve=True))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [RunMetadata()]
@@ -124,9 +132,11 @@ def train(cfg: DictConfig) -> dict:
         check_resume_checkpoint(ckpt_path)
     before = None
     if ckpt_path is not None:
-        # the datamodule seeds the stream from trainer.global_step, so it continues instead of replaying
+        # the datamodule positions its stream from the restored global step: the epoch continues, no replay
         log.info("resuming from %s (global step %d)", ckpt_path, checkpoint_step(ckpt_path))
-    elif cfg.eval_before_training:
+    else:
+        log.info("starting fresh at step 0: no checkpoint in %s and no resume= given", run_dir)
+    if ckpt_path is None and cfg.eval_before_training:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
