@@ -9,9 +9,9 @@ Parts (each prints one summary line, or FAILED with a one-line reason while the 
   (c) compile   the step with every tower block compiled vs eager, measured in the same process
   (d) frontend  batched log-mel (crop on the CPU, `LogMelFrontend`) clips/s on the device vs on the CPU
   (e) embed     `clap_train.inference.embed_audio` clips/s on the device
-The code paths are bench/train_step.py's and bench/data.py's. Parts run in a worker process, one after another;
-a part that fails ends its worker and one that passes its timeout is killed with it, and a fresh worker takes
-the remaining parts. Per-part timeouts are capped by an overall budget. MFU = model FLOPs per sample
+The code paths are bench/train_step.py's and bench/data.py's (bench/gpu_check_parts.py calls them). Parts run
+in a worker process, one after another; a part that fails ends its worker and one that passes its timeout is
+killed with it, and a fresh worker takes the remaining parts. Per-part timeouts are capped by an overall budget. MFU = model FLOPs per sample
 (`train_flops_per_sample`: 3 x the forward counted by FlopCounterMode) x samples/s / the dense bf16 peak, from
 `clap_train.training.flops.PEAK_FLOPS` by `torch.cuda.get_device_name()` or GPU_CHECK_PEAK_TFLOPS; n/a
 without a peak. The summary also goes to --out (default $OUT/gpu_check.txt when OUT is set, else
