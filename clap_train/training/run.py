@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
+from clap_train.training.init_from import apply_init_from, load_init_weights
 from clap_train.training.module import CLAPModule
 from clap_train.training.resume import apply_wandb_resume, checkpoint_step, resolve_resume_checkpoint
 
@@ -94,8 +95,11 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     apply_wandb_resume(cfg)
+    init_state = apply_init_from(cfg)  # model.init_from=SOURCE: SOURCE's architecture, preprocessing, weights
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
+    if init_state is not None:
+        load_init_weights(module.model, init_state, cfg.init_from.source)
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
     before = None
     if ckpt_path is not None:
