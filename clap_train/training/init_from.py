@@ -130,7 +130,7 @@ def apply_init_from(cfg: DictConfig) -> dict | None:
         FileNotFoundError: SOURCE does not exist. ValueError: a preset that disagrees with SOURCE (the fields
         listed), or no tokenizer (naming data.tokenizer). KeyError: SOURCE's weights do not load strictly.
     """
-    if "init_from" not in cfg.model.keys():
+    if "init_from" not in cfg.model.keys():  # noqa: SIM118 (a ??? value is not `in` a DictConfig)
         return None
     if OmegaConf.is_missing(cfg.model, "init_from"):
         raise ValueError("model.init_from: set it to a transformers CLAP directory, a LAION-CLAP .pt or a "

@@ -74,7 +74,7 @@ def test_finetune_from_transformers_starts_from_the_source(finetuned_hf, demo_so
 def test_finetuned_run_exports_to_transformers(finetuned_hf, tmp_path):
     run_dir, _ = finetuned_hf
     export_main([str(run_dir / "checkpoints" / "last.ckpt"), str(tmp_path / "hf")])
-    model, info = ClapModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    _, info = ClapModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert (tmp_path / "hf" / "tokenizer.json").is_file()
 

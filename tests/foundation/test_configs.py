@@ -52,7 +52,7 @@ def test_config_file_composes_and_instantiates(rel, tmp_path, init_source):
     group, name = rel.parent.name, rel.stem
     override = f"+experiment={name}" if group == "experiment" else f"{group}={name}"
     cfg = _compose([override, f"run_dir={tmp_path}"])
-    if "init_from" in cfg.model.keys():  # SOURCE's architecture replaces the node before anything resolves
+    if "init_from" in cfg.model.keys():  # noqa: SIM118 (??? is not `in`); SOURCE's architecture replaces the node before anything resolves
         cfg.model.init_from = init_source
         apply_init_from(cfg)
     cfg = _fill_missing(cfg)
