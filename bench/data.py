@@ -14,6 +14,7 @@ data_pipelines.shards into a temporary directory, then measures, single-threaded
                                   CPU thread, the batch copied to the device, batched log-mel there
                                   (wall time per clip, device synchronised)
 and, for information, the same loader with `--workers` forkserver workers (clips/s per worker).
+Codecs (flac, pcm16), decoders and windowed decode of long clips: bench/decode.py.
 Ratios are against the extractor with the same truncation. Targets (docs/data.md): features >= 10x
 the extractor per core; whole loader >= 2x the extractor alone. Timings on a shared machine vary.
 """
@@ -33,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clap_train.data.audio_ops import crop_or_pad
-from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.pipeline import ReseedingLoader, TrainStream
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer, train_bpe_tokenizer
-from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.signal.audio_ops import crop_or_pad
+from clap_train.signal.frontend import LogMelFrontend
+from clap_train.signal.fusion import build_fusion_features
 from data_pipelines.shards import ShardWriter, encode_flac, expand_shards
 
 RATE, CLIP_SAMPLES = 48000, 480000

@@ -20,10 +20,10 @@ import torch
 
 from clap_train.distributed.parallelize import parallelize
 from clap_train.losses.contrastive import ClipLoss
-from clap_train.models.audio.frontend import LogMelFrontend
 from clap_train.models.audio.htsat import HTSATEncoder
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
+from clap_train.signal.frontend import LogMelFrontend
 from clap_train.training.callbacks import peak_flops, train_flops_per_sample
 
 SAMPLE_RATE, CLIP_SECONDS, TEXT_LENGTH = 48000, 10, 77

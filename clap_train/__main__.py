@@ -8,7 +8,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from clap_train.training.run import train
+from clap_train.train import train
 
 # Errors a user fixes in their config or paths: report them in one line instead of a stack trace.
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException)

@@ -27,19 +27,20 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from clap_train.checkpoints.build import check_plain
 from clap_train.checkpoints.load import load_model
-from clap_train.data.audio_ops import int16_to_float
+from clap_train.checkpoints.state_dict import read_checkpoint_file
 from clap_train.data.datamodule import CLAPDataModule
 from clap_train.data.stages import ChooseCaption, FusionFeatures, sample_stages
 from clap_train.evaluation.report import sample_text_queries, write_report
 from clap_train.evaluation.tasks import zeroshot_tasks
+from clap_train.signal.audio_ops import int16_to_float
 from clap_train.training.module import CLAPModule
 
 log = logging.getLogger("clap_train.evaluate")
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, InstantiationException, MissingMandatoryValue)
 # preprocessing read from the checkpoint's training config when not given on the command line
-DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples", "truncation", "padding", "int16", "fusion_frontend",
-             "max_text_length", "batch_size", "val_batch_size", "num_workers", "multiprocessing_context")
+DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples", "truncation", "padding", "int16", "max_text_length", "batch_size", "val_batch_size", "num_workers", "multiprocessing_context")
 REQUIRED_DATA_KEYS = ("tokenizer", "sample_rate", "clip_samples")
 
 
@@ -58,10 +59,25 @@ ConfigStore.instance().store(name="evaluate_open_sets", node=_OPEN_SETS)
 
 
 def stored_config(checkpoint: Path) -> dict | None:
-    """The resolved training config a clap_train `.ckpt` carries, else None (memory-mapped, weights_only)."""
-    if checkpoint.is_file() and checkpoint.suffix == ".ckpt":
-        return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("clap_train_config")
-    return None
+    """The resolved training config a clap_train `.ckpt` carries, else None (memory-mapped, weights_only).
+    Only its `data` preprocessing values and `evaluation.zeroshot` specs are read, and only if they are plain
+    data (`checkpoints.build.check_plain`: no `_target_` or other Hydra keys, no interpolations).
+
+    Raises:
+        ValueError: an unreadable file, or a stored value that is not plain data (naming the field).
+    """
+    if not (checkpoint.is_file() and checkpoint.suffix == ".ckpt"):
+        return None
+    loaded = read_checkpoint_file(checkpoint)
+    config = loaded.get("clap_train_config") if isinstance(loaded, dict) else None
+    if not isinstance(config, dict):
+        return None
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    for key in (*DATA_KEYS, "val_shards"):
+        check_plain(data.get(key), f"data.{key}", str(checkpoint))
+    zeroshot = (config.get("evaluation") or {}).get("zeroshot") if isinstance(config.get("evaluation"), dict) else None
+    check_plain(zeroshot, "evaluation.zeroshot", str(checkpoint))
+    return config
 
 
 def data_settings(cfg: DictConfig, stored: dict | None, model) -> dict:
@@ -77,6 +93,9 @@ def data_settings(cfg: DictConfig, stored: dict | None, model) -> dict:
         settings["sample_rate"] = model.frontend.sample_rate
     if "clip_samples" not in settings and getattr(model, "clip_samples", None) is not None:
         settings["clip_samples"] = model.clip_samples  # the model's audio window
+    if "truncation" not in settings and getattr(model.audio_encoder, "enable_fusion", False):
+        settings["truncation"] = "fusion"  # a fused model (LAION .pt, transformers dir) sees fusion features
+    settings["frontend"] = model.frontend  # the fusion path builds its features with the model's front end
     if "tokenizer" not in settings and Path(cfg.checkpoint).is_dir():
         settings["tokenizer"] = cfg.checkpoint  # a transformers folder holds its tokenizer.json
     for key in REQUIRED_DATA_KEYS:
@@ -187,6 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     val_shards, zeroshot_specs = evaluation_sets(cfg, stored)
     zeroshot = zeroshot_tasks(zeroshot_specs, list(val_shards))
     datamodule = CLAPDataModule(train_shards=[], val_shards=val_shards, **data_settings(cfg, stored, model))
+    datamodule.check_model(getattr(model.audio_encoder, "enable_fusion", False), model.frontend.config())
     datamodule.setup("validate")  # fails here, naming data.val_shards.<set>, when shards are missing
     module = CLAPModule(model, loss=None, optimizer=None, val_names=datamodule.val_names, zeroshot=zeroshot)
     trainer = instantiate(cfg.trainer)

@@ -5,6 +5,9 @@
     python -m data_pipelines.import_dataset esc50 --root R --out M.jsonl [--folds 1,2,3,4]
     python -m data_pipelines.import_dataset tags --root R --csv labels.csv --out M.jsonl
         [--label-map class_labels_indices.csv] [--file-column C] [--labels-column C]
+    python -m data_pipelines.import_dataset table --root T.parquet|T.arrow|DIR --out M.jsonl
+        [--audio-column audio] [--text-columns caption,...] [--tag-columns C,...] [--key-column C]
+        [--extract-dir D]
 
 `--audio-dir` points at the audio when it is not under `--root`. Clips whose audio is missing are
 left out of the manifest and listed on stderr. Then: `python -m data_pipelines.make_shards
@@ -18,6 +21,21 @@ import sys
 
 from data_pipelines.importers import import_audiocaps, import_clotho, import_esc50, import_tags
 from data_pipelines.manifest import write_manifest
+
+
+def _columns(value: str | None, flag: str) -> list[str]:
+    columns = [c.strip() for c in (value or "").split(",") if c.strip()]
+    if value is not None and not columns:
+        raise SystemExit(f"import_dataset table: {flag} needs one or more comma-separated column names")
+    return columns
+
+
+def run_table_import(args: argparse.Namespace) -> tuple[int, list[dict]]:
+    from data_pipelines.importers.table import import_table  # pyarrow: the table extra
+
+    texts = _columns(args.text_columns, "--text-columns") if args.text_columns is not None else ["caption"]
+    return import_table(args.root, args.out, args.audio_column, texts, _columns(args.tag_columns, "--tag-columns"),
+                        args.key_column, args.audio_dir, args.extract_dir)
 
 
 def run_import(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
@@ -35,7 +53,7 @@ def run_import(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.import_dataset", description=__doc__.split("\n")[1])
-    parser.add_argument("dataset", choices=["audiocaps", "clotho", "esc50", "tags"])
+    parser.add_argument("dataset", choices=["audiocaps", "clotho", "esc50", "tags", "table"])
     parser.add_argument("--root", required=True, help="dataset root (CSVs, and audio unless --audio-dir)")
     parser.add_argument("--out", required=True, help="manifest to write (.jsonl)")
     parser.add_argument("--audio-dir", help="where the audio files are (default: under --root)")
@@ -45,11 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-map", help="tags: CSV mapping label ids to names (class_labels_indices.csv)")
     parser.add_argument("--file-column", help="tags: column naming the audio file")
     parser.add_argument("--labels-column", help="tags: column holding the labels")
+    parser.add_argument("--audio-column", default="audio", help="table: audio column ({bytes, path} or path)")
+    parser.add_argument("--text-columns", help="table: caption columns, comma-separated (default: caption)")
+    parser.add_argument("--tag-columns", help="table: tag columns, comma-separated")
+    parser.add_argument("--key-column", help="table: sample key column (default: audio file stem)")
+    parser.add_argument("--extract-dir", help="table: where audio bytes are written (default: <out>_audio/)")
     args = parser.parse_args(argv)
 
-    rows, missing = run_import(args)
-    write_manifest(rows, args.out)
-    print(f"import_dataset {args.dataset}: {len(rows)} clips -> {args.out}; {len(missing)} left out", file=sys.stderr)
+    if args.dataset == "table":
+        num_rows, missing = run_table_import(args)
+    else:
+        rows, missing = run_import(args)
+        write_manifest(rows, args.out)
+        num_rows = len(rows)
+    unit = "rows" if args.dataset == "table" else "clips"
+    print(f"import_dataset {args.dataset}: {num_rows} {unit} -> {args.out}; {len(missing)} left out", file=sys.stderr)
     for item in missing[:20]:
         print(f"  left out {item['id']}: {item['reason']}", file=sys.stderr)
     if len(missing) > 20:

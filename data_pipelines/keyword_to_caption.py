@@ -1,12 +1,14 @@
 """Keyword-to-caption augmentation (CLAP paper, section 3.3): tags -> a generated natural caption.
 
     python -m data_pipelines.keyword_to_caption --shards 'DIR/train-{000000..000003}.tar' --out DIR2
-        [--model PATH] [--batch-size 32] [--min-seconds 2.0] [--device cuda]
+        [--model PATH] [--model-kind auto|seq2seq|causal] [--prompt-template '... {keywords} ...']
+        [--field text_augment_t5] [--batch-size 32] [--min-seconds 2.0] [--device cuda]
 
 For every sample with `tags` and at least `--min-seconds` of audio, a seq2seq model (T5-style,
 loaded from a local directory with transformers' AutoModelForSeq2SeqLM) turns the keywords,
-joined by ", ", into a caption; gendered words are then neutralised (`debias`) and the caption
-stored as `text_augment_t5` (a list of one string). Without `--model`, captions come from the
+joined by ", ", into a caption, or a causal LM (`CausalCaptioner`, AutoModelForCausalLM) continues a
+prompt template holding the keywords; gendered words are then neutralised (`debias`) and the caption
+stored as `--field` (default `text_augment_t5`, a list of one string). Without `--model`, captions come from the
 deterministic template "the sound of a, b and c". Shards are copied to DIR2 under the same names
 with the audio bytes untouched, plus DIR2/sizes.json and DIR2/keyword_to_caption.json (counts).
 """
@@ -21,9 +23,9 @@ from pathlib import Path
 import torch
 
 from data_pipelines.captions import debias, template_caption
+from data_pipelines.encode import member_seconds
 from data_pipelines.shards import (
     AUDIO_MEMBERS,
-    audio_duration,
     encode_meta,
     expand_shards,
     iter_tar,
@@ -93,24 +95,111 @@ class Seq2SeqCaptioner:
         return captions
 
 
+DEFAULT_PROMPT = "Keywords: {keywords}\nA one-sentence description of the sound:"
+RESERVED_FIELDS = ("text", "tags", "original_data")
+
+
+class CausalCaptioner:
+    """Batched generation with a local causal LM (decoder-only: Llama, Qwen, GPT-2, ...), the route of
+    WavCaps, AudioSetCaps and LAION's annotation pipeline.
+
+    Args:
+        model_path: directory with the model and its tokenizer (`save_pretrained` layout).
+        prompt_template: text holding `{keywords}`, replaced by the keywords joined by ", " (plain
+            substitution: nothing in the template is evaluated).
+        batch_size, device, max_new_tokens, num_beams: as for `Seq2SeqCaptioner`.
+    The caption is the first non-empty line of the generated continuation (prompt tokens removed);
+    an empty one falls back to the template caption. Prompts are left-padded so that every row of a
+    batch continues from its last prompt token.
+    Raises:
+        ValueError naming `prompt_template` without `{keywords}`, `batch_size` or `model_path`.
+    """
+
+    def __init__(self, model_path: str | Path, prompt_template: str = DEFAULT_PROMPT, batch_size: int = 32,
+                 device: str | None = None, max_new_tokens: int = 48, num_beams: int = 1):
+        if "{keywords}" not in prompt_template:
+            raise ValueError(f"prompt_template: must contain '{{keywords}}', got {prompt_template!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if not Path(model_path).is_dir():
+            raise ValueError(f"model_path: {model_path} is not a directory")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = str(model_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path).to(self.device).eval()
+        self.prompt_template, self.batch_size = prompt_template, batch_size
+        self.generate_kwargs = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False,
+                                "pad_token_id": self.tokenizer.pad_token_id}
+
+    def prompt(self, keywords: list[str]) -> str:
+        return self.prompt_template.replace("{keywords}", ", ".join(keywords))
+
+    @torch.no_grad()
+    def __call__(self, keyword_lists: list[list[str]]) -> list[str]:
+        captions = []
+        for start in range(0, len(keyword_lists), self.batch_size):
+            batch = keyword_lists[start : start + self.batch_size]
+            inputs = self.tokenizer([self.prompt(k) for k in batch], return_tensors="pt", padding=True).to(self.device)
+            inputs.pop("token_type_ids", None)
+            generated = self.model.generate(**inputs, **self.generate_kwargs)  # (b, prompt_len + new_len)
+            texts = self.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            for text, keywords in zip(texts, batch, strict=True):
+                line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+                captions.append(" ".join(line.split()) or template_caption(keywords))
+        return captions
+
+
+def build_captioner(model: str | None, kind: str = "auto", **kwargs):
+    """The captioner for `--model` (None: templates). `kind` "auto" reads the model's config:
+    encoder-decoder -> `Seq2SeqCaptioner`, else `CausalCaptioner`.
+
+    Raises:
+        ValueError naming `kind` or `model_path`.
+    """
+    if kind not in ("auto", "seq2seq", "causal"):
+        raise ValueError(f"model_kind: must be auto, seq2seq or causal, got {kind!r}")
+    if model is None:
+        return TemplateCaptioner()
+    if not Path(model).is_dir():
+        raise ValueError(f"model_path: {model} is not a directory")
+    if kind == "auto":
+        from transformers import AutoConfig
+
+        kind = "seq2seq" if AutoConfig.from_pretrained(model).is_encoder_decoder else "causal"
+    prompt_template = kwargs.pop("prompt_template", DEFAULT_PROMPT)
+    prompt_prefix = kwargs.pop("prompt_prefix", "")
+    if kind == "seq2seq":
+        return Seq2SeqCaptioner(model, prompt_prefix=prompt_prefix, **kwargs)
+    return CausalCaptioner(model, prompt_template, **kwargs)
+
+
 def _duration(members: dict[str, bytes]) -> float | None:
     for extension in AUDIO_MEMBERS:
         if extension in members:
             try:
-                return audio_duration(members[extension])
+                return member_seconds(members[extension], extension)
             except Exception:  # noqa: BLE001 - an unreadable header only means "not captioned"
                 return None
     return None
 
 
-def augment_shards(shard_paths: list[str], out_dir: str | Path, captioner, min_seconds: float = 2.0) -> dict:
-    """Copy `shard_paths` into `out_dir` (same names), adding `text_augment_t5` where possible.
+def augment_shards(shard_paths: list[str], out_dir: str | Path, captioner, min_seconds: float = 2.0,
+                   field: str = "text_augment_t5") -> dict:
+    """Copy `shard_paths` into `out_dir` (same names), adding the generated caption as json `field`
+    (a list of one string; default `text_augment_t5`, which the loader reads) where possible.
 
     A sample is captioned when it has tags and at least `min_seconds` of readable audio; other
     samples are copied unchanged. Returns counts: samples, captioned, short, no_tags.
     Raises:
         SystemExit when `out_dir` is not empty or two input shards share a file name.
+        ValueError naming `field` when it is empty or one of the json fields make_shards writes.
     """
+    if not field or not field.replace("_", "").isalnum() or field in RESERVED_FIELDS:
+        raise ValueError(f"field: must be a name like text_augment_llm, not one of {RESERVED_FIELDS}, got {field!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SystemExit(f"keyword_to_caption: output dir {out_dir} is not empty")
@@ -133,13 +222,14 @@ def augment_shards(shard_paths: list[str], out_dir: str | Path, captioner, min_s
                 todo.append(index)
         captions = captioner([samples[i][2]["tags"] for i in todo]) if todo else []
         for index, caption in zip(todo, captions, strict=True):
-            samples[index][2]["text_augment_t5"] = [debias(caption)]
+            samples[index][2][field] = [debias(caption)]
         counts["samples"] += len(samples)
         counts["captioned"] += len(todo)
         out_samples = [(key, {**members, "json": encode_meta(meta)}) for key, members, meta in samples]
         name = Path(path).name
         update_sizes(out_dir, {name: write_tar(out_dir / name, out_samples)})
-    report = {"generator": captioner.name, "min_seconds": min_seconds, "shards": len(shard_paths), **counts}
+    report = {"generator": captioner.name, "field": field, "min_seconds": min_seconds, "shards": len(shard_paths),
+              **counts}
     (out_dir / "keyword_to_caption.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
@@ -152,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         "--shards", required=True, help="brace pattern of input shards, e.g. 'd/train-{000000..000003}.tar'"
     )
     parser.add_argument("--out", required=True, help="output directory for the augmented shards")
-    parser.add_argument("--model", help="local seq2seq model directory (default: deterministic templates)")
+    parser.add_argument("--model", help="local seq2seq or causal LM directory (default: deterministic templates)")
+    parser.add_argument("--model-kind", default="auto", help="auto (from the model's config), seq2seq or causal")
+    parser.add_argument("--prompt-template", default=DEFAULT_PROMPT, help="causal LMs: prompt with {keywords}")
+    parser.add_argument("--field", default="text_augment_t5", help="json field the captions go to")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--min-seconds", type=float, default=2.0, help="shorter clips are copied uncaptioned")
     parser.add_argument("--device", help="torch device (default: cuda if available)")
@@ -162,14 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     shard_paths = expand_shards(args.shards, "--shards")
-    if args.model:
-        captioner = Seq2SeqCaptioner(
-            args.model, args.batch_size, args.device, args.prompt_prefix, args.max_new_tokens, args.num_beams
-        )
-    else:
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--max-new-tokens", args.max_new_tokens, 1),
+                             ("--num-beams", args.num_beams, 1)):
+        if value < low:
+            raise SystemExit(f"keyword_to_caption: {flag} must be >= {low}, got {value}")
+    if not args.field or not args.field.replace("_", "").isalnum() or args.field in RESERVED_FIELDS:
+        raise SystemExit(f"keyword_to_caption: --field must be a name not in {RESERVED_FIELDS}, got {args.field!r}")
+    if args.model_kind not in ("auto", "seq2seq", "causal"):
+        raise SystemExit(f"keyword_to_caption: --model-kind must be auto, seq2seq or causal, got {args.model_kind!r}")
+    if "{keywords}" not in args.prompt_template:
+        raise SystemExit(f"keyword_to_caption: --prompt-template must contain {{keywords}}, got {args.prompt_template!r}")
+    if args.model and not Path(args.model).is_dir():
+        raise SystemExit(f"keyword_to_caption: --model {args.model} is not a directory")
+    if not args.model:
         print("keyword_to_caption: no --model given: captions come from deterministic templates", file=sys.stderr)
-        captioner = TemplateCaptioner()
-    report = augment_shards(shard_paths, args.out, captioner, args.min_seconds)
+    captioner = build_captioner(args.model, args.model_kind, batch_size=args.batch_size, device=args.device,
+                                prompt_prefix=args.prompt_prefix, prompt_template=args.prompt_template,
+                                max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    report = augment_shards(shard_paths, args.out, captioner, args.min_seconds, args.field)
     print(
         f"keyword_to_caption ({report['generator']}): {report['captioned']} of {report['samples']} samples captioned; "
         f"{report['short']} too short or unreadable, {report['no_tags']} without tags",

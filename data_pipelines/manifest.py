@@ -151,6 +151,36 @@ def scan_audio_dir(directory: str | Path) -> tuple[list[dict], list[dict]]:
     return rows, skipped
 
 
+def _unite(first: list[str], more: list[str]) -> list[str]:
+    """`first` then the items of `more` not in it yet, order kept."""
+    return first + [item for item in dict.fromkeys(more) if item not in first]
+
+
+def merge_rows(rows: list[dict]) -> tuple[list[dict], int]:
+    """Rows sharing an audio file become one clip (the one-row-per-caption layout of AudioCaps and
+    Clotho CSVs): its captions are every row's captions, its tags their union (order kept, repeats
+    dropped); key and `original_data` are the first row's, later rows adding fields it lacks.
+
+    Returns:
+        (merged rows in first-appearance order, number of rows folded into an earlier one).
+    """
+    by_audio: dict[str, dict] = {}
+    num_merged = 0
+    for row in rows:
+        audio = os.path.normpath(row["audio"])
+        first = by_audio.get(audio)
+        if first is None:
+            by_audio[audio] = {**row, "text": list(row["text"]), "tags": list(row["tags"]),
+                               "original_data": dict(row["original_data"])}
+            continue
+        num_merged += 1
+        first["text"] = _unite(first["text"], row["text"])
+        first["tags"] = _unite(first["tags"], row["tags"])
+        for field, value in row["original_data"].items():
+            first["original_data"].setdefault(field, value)
+    return list(by_audio.values()), num_merged
+
+
 def write_manifest(rows: list[dict], path: str | Path) -> None:
     """Write importer rows (audio path absolute or relative to cwd) as JSONL next to `path`.
 

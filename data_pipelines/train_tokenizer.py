@@ -2,7 +2,8 @@
 
     python -m data_pipelines.train_tokenizer --shards 'DIR/train-{000000..000003}.tar' --out TOKDIR --vocab-size 8000
 
-Reads `text` and `text_augment_t5` (strings or lists) of every sample and trains with
+Reads `text` and every `text_augment_*` field (keyword_to_caption's `text_augment_t5` or the
+field named by its `--field`; strings or lists) of every sample and trains with
 `clap_train.data.tokenizer.train_bpe_tokenizer` (RoBERTa special-token ids), then writes
 TOKDIR/tokenizer.json, loadable by `clap_train.data.tokenizer.CaptionTokenizer`.
 """
@@ -17,15 +18,16 @@ from pathlib import Path
 from clap_train.data.tokenizer import SPECIAL_TOKENS, train_bpe_tokenizer
 from data_pipelines.shards import expand_shards, iter_tar, read_meta
 
-CAPTION_FIELDS = ("text", "text_augment_t5")
+AUGMENTED_PREFIX = "text_augment_"
 
 
 def iter_captions(shard_paths: list[str]) -> Iterator[str]:
-    """Every non-empty caption of `text` and `text_augment_t5` in the shards, in shard order."""
+    """Every non-empty caption of `text` and of the `text_augment_*` fields in the shards, in shard order."""
     for path in shard_paths:
         for _, members in iter_tar(path):
             meta = read_meta(members)
-            for field in CAPTION_FIELDS:
+            fields = ["text"] + sorted(f for f in meta if f.startswith(AUGMENTED_PREFIX))
+            for field in fields:
                 value = meta.get(field)
                 for caption in [value] if isinstance(value, str) else value or []:
                     if caption and caption.strip():

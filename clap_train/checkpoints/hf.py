@@ -14,14 +14,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from clap_train.checkpoints.hf_audio import hf_audio_to_htsat, htsat_to_hf_audio
 from clap_train.checkpoints.hf_text import hf_text_to_roberta, roberta_to_hf_text
-from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.checkpoints.state_dict import load_state_dict_strict, read_state_dict
 from clap_train.models.audio.htsat import HTSATEncoder, relative_position_index
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
+from clap_train.signal.frontend import LogMelFrontend
 
 HF_AUDIO = "audio_model.audio_encoder."
 HF_TEXT = "text_model."
@@ -46,22 +46,6 @@ PREPROCESSOR_DEFAULTS = {  # hub values of laion/clap-htsat-* (the class default
     "feature_size": 64, "sampling_rate": 48000, "hop_length": 480, "fft_window_size": 1024, "frequency_min": 50,
     "frequency_max": 14000, "max_length_s": 10,
 }
-
-
-def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """Weights of a transformers directory: model.safetensors, its sharded index, or pytorch_model.bin
-    (torch.load with weights_only=True). Raises FileNotFoundError when none is there."""
-    if (directory / "model.safetensors").is_file():
-        return load_file(directory / "model.safetensors")
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        state = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state.update(load_file(directory / shard))
-        return state
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
 def _settings(config: dict, defaults: dict) -> dict:
@@ -174,8 +158,6 @@ def load_hf_directory(directory: Path) -> CLAPModel:
         FileNotFoundError: no config.json or weights. ValueError: an unsupported config.
         KeyError: weights that do not match the config (lists the keys).
     """
-    from clap_train.checkpoints.load import load_state_dict_strict
-
     config = json.loads((directory / "config.json").read_text())
     if config.get("model_type") != "clap":
         raise ValueError(f"{directory}: config.json model_type is {config.get('model_type')!r}, expected 'clap'")

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from clap_train.checkpoints.hf_text import hf_text_to_roberta
-from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.checkpoints.state_dict import load_state_dict_strict
 from clap_train.models.audio.htsat import HTSATEncoder
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
+from clap_train.signal.frontend import LogMelFrontend
 
 AUDIO, TEXT = "audio_branch.", "text_branch."
 ROBERTA_HEAD_DIM = 64  # LAION's text tower is roberta-base (12 heads of 64); heads are not visible in the weights
@@ -136,8 +137,6 @@ def load_laion_checkpoint(checkpoint, source: str = "checkpoint") -> CLAPModel:
         KeyError: not a LAION checkpoint, or unexpected / missing keys (listed).
         ValueError: a non-HTSAT audio branch.
     """
-    from clap_train.checkpoints.load import load_state_dict_strict
-
     if isinstance(checkpoint, (str, Path)):
         source, checkpoint = str(checkpoint), torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = laion_state_dict(checkpoint, source)

@@ -1,15 +1,16 @@
 """Initialising towers for pretraining from pretrained single-modality checkpoints.
 
-Selected per tower in the model config, one knob each:
-    model.text_encoder.pretrained=/path/to/roberta-base      # a transformers RoBERTa directory
-    model.audio_encoder.pretrained=/path/to/HTSAT_AudioSet.ckpt  # the HTSAT repo's Lightning checkpoint
+Selected per tower in the run config's `init` block, one knob each:
+    init.text_encoder=/path/to/roberta-base              # a transformers RoBERTa directory
+    init.audio_encoder=/path/to/HTSAT_AudioSet.ckpt      # the HTSAT repo's Lightning checkpoint
 
-The encoders call these functions at the end of their constructors. Tensors whose (converted) name
+`init_towers` is the build's one init step (`clap_train.train.build`), run on the freshly built model:
+towers never read files themselves, so checkpoints -> models is the only import direction. Tensors whose (converted) name
 and shape match the tower are copied; the rest is listed in an `InitReport` and logged: file keys the
 tower has no use for (RoBERTa's `lm_head`, HTSAT's `tscam_conv` / `head` / STFT constants) are
 skipped, tower parameters the file lacks (RoBERTa checkpoints have no `pooler`; AudioSet HTSAT has
 no fusion layers) keep their fresh initialisation. A matching name with a different shape is a
-configuration error and raises. `load_model` ignores `pretrained` (a checkpoint has the trained weights).
+configuration error and raises. `load_model` needs none of this (a checkpoint has the trained weights).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from clap_train.checkpoints.hf import read_state_dict
 from clap_train.checkpoints.hf_text import hf_text_to_roberta
+from clap_train.checkpoints.state_dict import read_state_dict
+from clap_train.models.audio.htsat import HTSATEncoder
+from clap_train.models.text.roberta import RobertaEncoder
 
 log = logging.getLogger(__name__)
 HTSAT_PREFIX = "sed_model."  # the HTSAT repo's LightningModule holds the network as `sed_model`
@@ -79,8 +83,6 @@ def load_pretrained_roberta(encoder: nn.Module, path: str | Path) -> InitReport:
     if path.is_dir():
         state = read_state_dict(path)
     elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(path)
     elif path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -114,3 +116,28 @@ def load_pretrained_htsat(encoder: nn.Module, path: str | Path) -> InitReport:
     else:
         outside = []
     return load_matching(encoder, state, str(path), skipped=outside)
+
+
+def init_towers(model: nn.Module, audio_encoder: str | None = None, text_encoder: str | None = None) -> list[InitReport]:
+    """Initialise the towers of a freshly built `CLAPModel` from pretrained single-modality files (the
+    run config's `init.audio_encoder` / `init.text_encoder`; None leaves a tower as initialised).
+
+    Raises:
+        ValueError: naming `init.<tower>` when that tower is not one the file format fits (HTSAT for
+            AudioSet checkpoints, RoBERTa for RoBERTa directories), or see `load_matching`.
+        FileNotFoundError: a missing file.
+    """
+    reports = []
+    for key, path, tower_class, load in (("audio_encoder", audio_encoder, HTSATEncoder, load_pretrained_htsat),
+                                         ("text_encoder", text_encoder, RobertaEncoder, load_pretrained_roberta)):
+        if not path:
+            continue
+        tower = getattr(model, key)
+        if not isinstance(tower, tower_class):
+            raise ValueError(f"init.{key}: initialises a {tower_class.__name__}, but model.{key} is a "  # noqa: TRY004 (a config error)
+                             f"{type(tower).__name__}")
+        try:
+            reports.append(load(tower, path))
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"init.{key}: {exc}") from None
+    return reports

@@ -16,11 +16,18 @@ from clap_train.data.pipeline import (
     count_samples,
     derive_seed,
 )
+from clap_train.data.shard_format import expand_shards
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
 from clap_train.data.tokenizer import CaptionTokenizer
-from data_pipelines.shards import expand_shards
+from clap_train.signal.frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
+
+
+def _frontend_config(frontend: LogMelFrontend | dict | None) -> dict | None:
+    if frontend is None or isinstance(frontend, LogMelFrontend):
+        return frontend and frontend.config()
+    return LogMelFrontend(**{k: v for k, v in dict(frontend).items() if k != "_target_"}).config()
 
 
 class CLAPDataModule(L.LightningDataModule):
@@ -32,14 +39,15 @@ class CLAPDataModule(L.LightningDataModule):
         tokenizer: path to tokenizer.json (or its directory).
         sample_rate, clip_samples: the model's audio rate and window.
         truncation: "rand_trunc" / "head" (batch key `waveform`, log-mel on the training device) or
-            "fusion" (batch key `features` (B, 4, T, F) built in the workers with `fusion_frontend`).
+            "fusion" (batch key `features` (B, 4, T, F) built in the workers with `frontend`).
         padding: "repeatpad", "repeat" or "pad". int16: LAION's int16 round trip.
         batch_size: per-device batch. epoch_samples: samples per epoch over all ranks; None sums
             the sizes.json entries of the training shards.
         train_weights: sampling weight of each training source (None: equal).
         caption_probs: training caption pool weights, {"original", "augmented", "all"} -> weight.
-        fusion_frontend: LogMelFrontend arguments for the fusion path (n_fft, hop_length, n_mels,
-            f_min, f_max, mel_scale "htk", norm None); its sample rate is `sample_rate`.
+        augmented_fields: json fields holding the "augmented" captions (keyword_to_caption --field).
+        frontend: the model's `LogMelFrontend` (the YAML interpolates `${model.frontend}`) or its
+            `config()` dict: the fusion path builds the features with it in the workers; unused otherwise.
         seed: base seed; each epoch's stream seed mixes it with the epoch and the global step, so
             every epoch has a new order and a resumed run does not replay the batches it has seen.
         prepare: optional callable run once on rank 0 before anything is read (builds demo data).
@@ -65,7 +73,8 @@ class CLAPDataModule(L.LightningDataModule):
         padding: str = "repeatpad",
         int16: bool = False,
         caption_probs: dict[str, float] | None = None,
-        fusion_frontend: dict | None = None,
+        augmented_fields: list[str] | tuple[str, ...] = ("text_augment_t5",),
+        frontend: LogMelFrontend | dict | None = None,
         max_text_length: int = 77,
         shuffle_buffer: int = 1000,
         seed: int = 0,
@@ -93,11 +102,34 @@ class CLAPDataModule(L.LightningDataModule):
         self.stage_args = {"sample_rate": sample_rate, "clip_samples": clip_samples, "truncation": truncation,
                            "padding": padding, "int16": int16,
                            "caption_probs": dict(caption_probs) if caption_probs is not None else None,
-                           "fusion_frontend": dict(fusion_frontend) if fusion_frontend is not None else None}
-        sample_stages(**self.stage_args)  # validates truncation, padding, caption_probs, fusion_frontend now
+                           "frontend": _frontend_config(frontend) if truncation == "fusion" else None,
+                           "augmented_fields": augmented_fields if isinstance(augmented_fields, str)
+                           else tuple(augmented_fields)}
+        try:
+            sample_stages(**self.stage_args)  # validates truncation, padding, caption_probs, frontend now
+        except ValueError as exc:
+            raise ValueError(f"data.{exc}") from None
         self.max_text_length, self.shuffle_buffer, self.seed = max_text_length, shuffle_buffer, seed
         self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None
         self.prepare = prepare
+
+    def check_model(self, enable_fusion: bool, frontend: dict) -> None:
+        """Start-up check that the model and the data agree: a fused audio tower
+        (`model.audio_encoder.enable_fusion`) needs `data.truncation: fusion` and the reverse, and the
+        fusion features must be built with the model's own front end (`frontend`, its `config()`).
+
+        Raises:
+            ValueError naming the disagreeing config fields.
+        """
+        truncation = self.stage_args["truncation"]
+        if enable_fusion != (truncation == "fusion"):
+            raise ValueError(f"model.audio_encoder.enable_fusion={enable_fusion} needs data.truncation"
+                             f"{'=fusion' if enable_fusion else ' rand_trunc or head'}, got data.truncation={truncation}")
+        data_frontend = self.stage_args["frontend"]
+        if data_frontend is not None and data_frontend != dict(frontend):
+            differ = sorted(k for k in set(frontend) | set(data_frontend) if frontend.get(k) != data_frontend.get(k))
+            raise ValueError(f"data.frontend differs from model.frontend in {differ}: the fusion features must use "
+                             "the model's front end (data.frontend: ${model.frontend})")
 
     def prepare_data(self) -> None:
         if self.prepare is not None:

@@ -24,8 +24,8 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from clap_train.data.shard_format import SIZES_FILE, is_remote
 from clap_train.data.stages import Collate, SkipCounter
-from data_pipelines.shards import SIZES_FILE, is_remote
 
 log = logging.getLogger(__name__)
 SHARD_READ_BUFFER = 1 << 20  # bytes; webdataset opens local files with the 8 KiB default (~0.1 ms/clip more)

@@ -8,11 +8,12 @@ draw random numbers own a generator that the pipeline seeds per (seed, rank, wor
 Sample dict keys along the way: `key`, `audio` (encoded bytes) and `meta` (parsed json) after
 `DecodeSample` ... `wave` ((C, L) numpy from decode, (L,) float32 tensor after `ToMono`), `rate`,
 `texts`, `augmented_texts`, `tags`, then `is_longer` and, on the fusion path, `features` (4, T, F).
+With windowed decode, 'wave' is None and 'reader' (an `audio_codecs.ClipReader`) holds the clip
+from `DecodeSample` until `CropPad` reads its window.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -21,15 +22,16 @@ import zlib
 from collections import Counter
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch.utils.data import default_collate
 
-from clap_train.data.audio_ops import TRUNCATIONS, crop_or_pad, int16_quantise, int16_roundtrip
-from clap_train.data.fusion_features import build_fusion_features
+from clap_train.data.audio_codecs import ClipReader
+from clap_train.data.shard_format import AUDIO_MEMBERS
 from clap_train.data.tokenizer import CaptionTokenizer
-from data_pipelines.shards import AUDIO_MEMBERS
+from clap_train.signal.audio_ops import TRUNCATIONS, crop_or_pad, crop_start, int16_quantise, int16_roundtrip
+from clap_train.signal.frontend import LogMelFrontend
+from clap_train.signal.fusion import build_fusion_features
 
 log = logging.getLogger(__name__)
 CAPTION_SOURCES = ("original", "augmented", "all")
@@ -93,12 +95,21 @@ def _as_list(value) -> list[str]:
 class DecodeSample:
     """Raw tar sample -> {'key', 'wave' (L, C) float32 numpy, 'rate', 'texts', 'augmented_texts', 'tags', 'fold'}.
 
-    Audio is decoded in memory with soundfile (no temporary files); captions come from json `text`
-    (str or list), keyword-to-caption ones from `text_augment_t5`.
+    Audio is decoded in memory (`audio_codecs.ClipReader`: libsndfile, or a view of `pcm16` bytes);
+    captions come from json `text` (str or list), keyword-to-caption ones from the json fields
+    `augmented_fields` (default `text_augment_t5`; keyword_to_caption --field names others).
+    Windowed decode: with `crop_rate` and `crop_samples` set, a clip already at `crop_rate`, longer
+    than `crop_samples` and in a seekable format (flac, wav, pcm16) is not decoded here: 'wave' is
+    None and 'reader' holds it, for `CropPad` to decode only the window it takes (same samples).
     Raises:
         BadSample naming the key: no audio or json member, bad json, no caption, undecodable,
         zero-length or non-finite audio.
     """
+
+    def __init__(self, crop_rate: int | None = None, crop_samples: int | None = None,
+                 augmented_fields: tuple[str, ...] = ("text_augment_t5",)):
+        self.crop_rate, self.crop_samples = crop_rate, crop_samples
+        self.augmented_fields = tuple(augmented_fields)
 
     def __call__(self, sample: dict) -> dict:
         key = sample.get("__key__", "?")
@@ -114,17 +125,34 @@ class DecodeSample:
         texts = _as_list(meta.get("text"))
         if not texts:
             raise BadSample(f"{key}: empty or missing 'text'")
+        augmented = [text for field in self.augmented_fields for text in _as_list(meta.get(field))]
+        out = {"key": key, "texts": texts, "augmented_texts": augmented,
+               "tags": _as_list(meta.get("tags")), "fold": _fold(meta)}
         try:
-            wave, rate = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)  # (L, C)
+            reader = ClipReader(sample[ext], ext)
+            if (self.crop_samples is not None and reader.seekable and reader.rate == self.crop_rate
+                    and reader.frames > self.crop_samples):
+                return {**out, "wave": None, "reader": reader, "rate": reader.rate}
+            wave = reader.read()  # (L, C)
         except Exception as error:  # libsndfile raises LibsndfileError, RuntimeError, TypeError...
             raise BadSample(f"{key}: undecodable {ext}: {error}") from error
-        if wave.size == 0:
-            raise BadSample(f"{key}: zero-length audio")
-        if not np.isfinite(wave).all():
-            raise BadSample(f"{key}: non-finite audio samples")
-        return {"key": key, "wave": wave, "rate": int(rate), "texts": texts,
-                "augmented_texts": _as_list(meta.get("text_augment_t5")), "tags": _as_list(meta.get("tags")),
-                "fold": _fold(meta)}
+        return {**out, "wave": _checked(wave, key), "rate": int(reader.rate)}
+
+
+def _checked(wave: np.ndarray, key: str) -> np.ndarray:
+    if wave.size == 0:
+        raise BadSample(f"{key}: zero-length audio")
+    if not np.isfinite(wave).all():
+        raise BadSample(f"{key}: non-finite audio samples")
+    return wave
+
+
+def _mono(wave: np.ndarray) -> torch.Tensor:
+    """(L, C) numpy -> (L,) float32 tensor sharing memory where it can (one channel: column 0)."""
+    tensor = torch.from_numpy(wave)
+    if tensor.dim() == 2:
+        tensor = tensor[:, 0] if tensor.shape[1] == 1 else tensor.mean(dim=1)
+    return tensor
 
 
 def _fold(meta: dict) -> int:
@@ -141,10 +169,8 @@ class ToMono:
     """'wave' (L, C) numpy -> (L,) float32 tensor, the mean of the channels."""
 
     def __call__(self, sample: dict) -> dict:
-        wave = torch.from_numpy(sample["wave"])  # shares memory with the decoded array
-        if wave.dim() == 2:  # (L, C); one channel: column 0 is already a contiguous (L,) view
-            wave = wave[:, 0] if wave.shape[1] == 1 else wave.mean(dim=1)
-        sample["wave"] = wave  # (L,)
+        if sample["wave"] is not None:  # None: windowed decode, CropPad reads and downmixes the window
+            sample["wave"] = _mono(sample["wave"])  # (L,)
         return sample
 
 
@@ -157,6 +183,8 @@ class Resample:
         self.sample_rate = sample_rate
 
     def __call__(self, sample: dict) -> dict:
+        if sample["wave"] is None:
+            return sample  # windowed decode: DecodeSample checked that the clip is at this rate
         if sample["rate"] != self.sample_rate:
             sample["wave"] = AF.resample(sample["wave"], sample["rate"], self.sample_rate)
             sample["rate"] = self.sample_rate
@@ -204,6 +232,17 @@ class CropPad(_Seeded):
 
     def __call__(self, sample: dict) -> dict:
         rng = _key_rng(sample["key"]) if self.deterministic else self.numpy_rng()
+        reader = sample.pop("reader", None)
+        if reader is not None:  # windowed decode (DecodeSample): the same draw as crop_or_pad, one window read
+            start = crop_start(reader.frames, self.clip_samples, self.truncation, rng)
+            try:
+                window = reader.read(start, self.clip_samples)  # (clip_samples, C)
+            except Exception as error:  # libsndfile errors on a corrupt frame inside the clip
+                raise BadSample(f"{sample['key']}: undecodable audio window: {error}") from error
+            if window.shape[0] != self.clip_samples:
+                raise BadSample(f"{sample['key']}: {window.shape[0]} samples at {start}, header said {reader.frames}")
+            sample["wave"], sample["is_longer"] = _mono(_checked(window, sample["key"])), True
+            return sample
         sample["wave"], sample["is_longer"] = crop_or_pad(sample["wave"], self.clip_samples, self.truncation,
                                                           self.padding, rng)
         return sample
@@ -211,27 +250,26 @@ class CropPad(_Seeded):
 
 class FusionFeatures(_Seeded):
     """'wave' -> 'features' (4, clip_samples // hop + 1, n_mels) and 'is_longer' for fused models
-    (`fusion_features.build_fusion_features`); the waveform is dropped to keep worker IPC small.
+    (`clap_train.signal.fusion.build_fusion_features`); the waveform is dropped to keep worker IPC small.
 
     Args:
-        frontend: keyword arguments of `LogMelFrontend` (n_fft, hop_length, n_mels, f_min, f_max,
-            mel_scale, norm); fused checkpoints use mel_scale "htk", norm None. The front end is built
-            lazily in each worker, so the stage pickles as plain arguments.
-        sample_rate, clip_samples, padding: as for `CropPad`.
+        frontend: the model's `LogMelFrontend`, or its `config()` dict (fused checkpoints use mel_scale
+            "htk", norm None). Each worker rebuilds it from the plain arguments, so the stage pickles small.
+        clip_samples, padding: as for `CropPad`.
         deterministic: crop starts seeded from the sample key (evaluation).
+    Raises:
+        ValueError naming a bad front-end argument.
     """
 
-    def __init__(self, frontend: dict, sample_rate: int, clip_samples: int, padding: str = "repeatpad",
+    def __init__(self, frontend: LogMelFrontend | dict, clip_samples: int, padding: str = "repeatpad",
                  deterministic: bool = False):
-        self.frontend_kwargs = {"mel_scale": "htk", "norm": None, **dict(frontend), "sample_rate": sample_rate}
+        self.frontend_kwargs = frontend.config() if isinstance(frontend, LogMelFrontend) else dict(frontend)
         self.clip_samples, self.padding, self.deterministic = clip_samples, padding, deterministic
         self._frontend = None
         self._build_frontend()  # fail at construction on bad front-end arguments
 
-    def _build_frontend(self):
+    def _build_frontend(self) -> LogMelFrontend:
         if self._frontend is None:
-            from clap_train.models.audio.frontend import LogMelFrontend
-
             self._frontend = LogMelFrontend(**self.frontend_kwargs)
         return self._frontend
 
@@ -259,7 +297,7 @@ class ChooseCaption(_Seeded):
         probs = dict(probs or {"original": 1.0})
         unknown = set(probs) - set(CAPTION_SOURCES)
         if unknown or any(p < 0 for p in probs.values()) or sum(probs.values()) <= 0:
-            raise ValueError(f"caption probs must map {CAPTION_SOURCES} to non-negative weights with a "
+            raise ValueError(f"caption_probs must map {CAPTION_SOURCES} to non-negative weights with a "
                              f"positive sum, got {probs}")
         self.pools, self.weights = list(probs), list(probs.values())
         self.keep_all = keep_all
@@ -309,20 +347,28 @@ class Collate:
 
 def sample_stages(sample_rate: int, clip_samples: int, truncation: str = "rand_trunc", padding: str = "repeatpad",
                   int16: bool = False, caption_probs: dict[str, float] | None = None,
-                  fusion_frontend: dict | None = None, train: bool = True) -> list:
+                  frontend: dict | None = None, train: bool = True,
+                  augmented_fields: tuple[str, ...] = ("text_augment_t5",)) -> list:
     """The per-sample stages in order: decode, mono, resample, crop/pad then [int16] or [int16] then fusion,
     caption. With `int16` the unfused path yields an int16 `waveform` batch (q standing for q / 32767).
 
     Evaluation (`train=False`) crops deterministically and keeps every caption.
-    Raises ValueError naming `truncation` (one of rand_trunc, head, fusion) or `fusion_frontend`
-    (required by truncation "fusion").
+    `frontend`: the model's `LogMelFrontend.config()`, used (and required) by truncation "fusion".
+    Raises ValueError naming `truncation` (one of rand_trunc, head, fusion), `frontend` or `sample_rate`
+    (must equal the front end's rate).
     """
-    stages = [DecodeSample(), ToMono(), Resample(sample_rate)]
+    windowed = {"crop_rate": sample_rate, "crop_samples": clip_samples} if truncation in TRUNCATIONS else {}
+    if isinstance(augmented_fields, str) or not all(isinstance(f, str) and f for f in augmented_fields):
+        raise ValueError(f"augmented_fields must be a list of json field names, got {augmented_fields!r}")
+    stages = [DecodeSample(**windowed, augmented_fields=tuple(augmented_fields)), ToMono(), Resample(sample_rate)]
     if truncation == "fusion":
-        if fusion_frontend is None:
-            raise ValueError("fusion_frontend (LogMelFrontend arguments) is required with truncation 'fusion'")
+        if frontend is None:
+            raise ValueError("frontend: truncation 'fusion' builds the features with the model's front end "
+                             "(data.frontend: ${model.frontend})")
+        if frontend.get("sample_rate", sample_rate) != sample_rate:
+            raise ValueError(f"sample_rate {sample_rate} differs from the front end's {frontend['sample_rate']}")
         stages += [Int16RoundTrip()] if int16 else []
-        stages.append(FusionFeatures(fusion_frontend, sample_rate, clip_samples, padding, deterministic=not train))
+        stages.append(FusionFeatures(frontend, clip_samples, padding, deterministic=not train))
     elif truncation in TRUNCATIONS:
         stages.append(CropPad(clip_samples, truncation, padding, deterministic=not train))
         stages += [Int16Quantise()] if int16 else []  # after the crop: fewer samples, and an int16 batch

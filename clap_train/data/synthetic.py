@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clap_train.data.shard_format import SIZES_FILE, ShardWriter, encode_flac
 from clap_train.data.tokenizer import train_bpe_tokenizer
-from data_pipelines.shards import SIZES_FILE, ShardWriter, encode_flac
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def ensure_synthetic_dataset(
 ) -> Path:
     """Generate the demo dataset into `out_dir` unless one with the same arguments is already there.
 
-    Writes train-*.tar, val-*.tar and sizes.json with `data_pipelines.shards.ShardWriter`, and
+    Writes train-*.tar, val-*.tar and sizes.json with `clap_train.data.shard_format.ShardWriter`, and
     tokenizer.json (a BPE trained on the captions). Completion is marked by `synthetic.json`
     (the arguments), written last and atomically; an incomplete or different dataset is rebuilt.
     """

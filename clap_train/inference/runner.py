@@ -22,9 +22,9 @@ import torchaudio.functional as AF
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from clap_train.data.audio_ops import crop_or_pad
-from clap_train.data.fusion_features import build_fusion_features
 from clap_train.inference.sources import Entry, read_audio
+from clap_train.signal.audio_ops import crop_or_pad
+from clap_train.signal.fusion import build_fusion_features
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("32", "bf16")
@@ -162,7 +162,7 @@ def embed_entries(model: nn.Module, entries: list[Entry], batch_size: int = 32, 
 @torch.no_grad()
 def embed_texts(model: nn.Module, texts: list[str], batch_size: int = 256, precision: str = "32") -> np.ndarray:
     """Unit-norm text embeddings (N, D) float32 of `texts`, `batch_size` captions at a time."""
-    from clap_train.models.inference import embed_text
+    from clap_train.inference.embed import embed_text
 
     device = next(model.parameters()).device
     rows = []

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from data_pipelines.shards import AUDIO_MEMBERS, expand_shards
+from clap_train.data.shard_format import AUDIO_MEMBERS, expand_shards
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json")
 # soundfile's format names are extensions, plus the usual aliases

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clap_train.models.audio.frontend import LogMelFrontend
 from clap_train.models.heads import ProjectionHead
+from clap_train.signal.frontend import LogMelFrontend
 
 
 class CLAPModel(nn.Module):
@@ -21,9 +21,10 @@ class CLAPModel(nn.Module):
         frontend: waveform (B, L) -> (B, 1, T, F) log-mel, used for the unfused path.
         embed_dim: joint embedding width (512 in the released models).
         logit_scale_init: initial scale (exp of the stored parameter), 1/0.07.
-        clip_samples: the audio window `embed_audio` crops / pads to; None = 10 s at the front-end rate.
-        tokenizer_path: a tokenizer.json (or its directory) for `embed_text`; optional.
-    The logit scales are 1-element parameters holding ln(scale) so FSDP can shard them.
+        clip_samples: the audio window the model sees (training crops and `clap_train.inference.embed_audio`
+            crop / pad to it); None = 10 s at the front-end rate.
+    The logit scales are 1-element parameters holding ln(scale) so FSDP can shard them. The model reads no
+    files: weights come from `clap_train.checkpoints`, raw-input embedding from `clap_train.inference`.
     """
 
     def __init__(
@@ -34,7 +35,6 @@ class CLAPModel(nn.Module):
         embed_dim: int = 512,
         logit_scale_init: float = 1 / 0.07,
         clip_samples: int | None = None,
-        tokenizer_path: str | None = None,
     ):
         super().__init__()
         if embed_dim < 1:
@@ -52,7 +52,6 @@ class CLAPModel(nn.Module):
         if clip_samples is not None and clip_samples < 1:
             raise ValueError(f"clip_samples must be >= 1, got {clip_samples}")
         self.clip_samples = clip_samples if clip_samples is not None else 10 * frontend.sample_rate
-        self.tokenizer_path = tokenizer_path
 
     def encode_audio(self, features: torch.Tensor, is_longer: torch.Tensor | None = None) -> torch.Tensor:
         """Log-mel (B, C, T, F) -> unit-norm (B, embed_dim)."""
@@ -77,20 +76,6 @@ class CLAPModel(nn.Module):
             "audio_embeds": self.encode_audio(features, is_longer),
             "text_embeds": self.encode_text(batch["input_ids"], batch["attention_mask"]),
         }
-
-    def embed_audio(self, waveforms, sample_rate: int, padding: str = "repeatpad", seed: int = 0) -> torch.Tensor:
-        """Raw mono waveforms (list of (L_i,) or (B, L)) at `sample_rate` -> unit-norm (B, embed_dim),
-        without gradient; see `clap_train.models.inference.embed_audio`."""
-        from clap_train.models.inference import embed_audio
-
-        return embed_audio(self, waveforms, sample_rate, padding=padding, seed=seed)
-
-    def embed_text(self, texts: list[str]) -> torch.Tensor:
-        """Captions -> unit-norm (N, embed_dim) without gradient, tokenised with `tokenizer_path`;
-        see `clap_train.models.inference.embed_text`."""
-        from clap_train.models.inference import embed_text
-
-        return embed_text(self, texts)
 
     @torch.no_grad()
     def clamp_logit_scales(self, max_scale: float = 100.0) -> None:

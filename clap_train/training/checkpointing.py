@@ -1,7 +1,7 @@
 """Checkpoints that survive kills: atomic writes, step/time-triggered `last.ckpt`, top-k by a metric,
 and the metadata (code version, data sources, RNG states) an exact resume needs.
 
-Every checkpoint written through a Trainer built by `clap_train.training.run.build` holds, besides
+Every checkpoint written through a Trainer built by `clap_train.train.build` holds, besides
 Lightning's own state (weights, optimizer, scheduler, loops, callbacks):
   - `clap_train_config`: the resolved run config (stored by `CLAPModule`),
   - `clap_train_data`: the train/val shard patterns and mixing weights (`RunMetadata`),

@@ -9,7 +9,7 @@ or a clap_train `.ckpt`. `apply_init_from(cfg)` runs before anything is built an
   depth, SpecAugment, activation checkpointing) are applied, any other difference (a preset that is not
   SOURCE's architecture) raises ValueError listing the differing fields;
 - the preprocessing follows SOURCE: a fused model trains on fusion features with its own (HTK) front end
-  (`data.truncation=fusion`, `data.fusion_frontend`), an unfused one on rand_trunc crops;
+  (`data.truncation=fusion`; `data.frontend` is the model's), an unfused one on rand_trunc crops;
 - `data.tokenizer: null` takes SOURCE's tokenizer (a transformers directory's tokenizer.json, or the one a
   clap_train checkpoint trained with); a LAION `.pt` carries none, so then it must be given;
 - `init_from` records {source, kind, num_params, fused}.
@@ -26,16 +26,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from clap_train.checkpoints.load import load_model, load_state_dict_strict, without_pretrained
+from clap_train.checkpoints.build import stored_model_config
+from clap_train.checkpoints.load import load_model, load_state_dict_strict
 
 log = logging.getLogger(__name__)
 TRAINING_KNOBS = {"audio_encoder.drop_path_rate", "audio_encoder.spec_augment", "audio_encoder.dropout",
                   "audio_encoder.activation_checkpointing", "text_encoder.dropout", "text_encoder.attention_dropout",
-                  "text_encoder.activation_checkpointing", "logit_scale_init", "tokenizer_path",
-                  "audio_encoder.pretrained", "text_encoder.pretrained"}
+                  "text_encoder.activation_checkpointing", "logit_scale_init"}
 HTSAT = "clap_train.models.audio.htsat.HTSATEncoder"
 ROBERTA = "clap_train.models.text.roberta.RobertaEncoder"
-FRONTEND_FIELDS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "mel_scale", "norm")
+RETIRED = ("pretrained", "tokenizer_path")  # arguments old checkpoints store that no constructor takes (registry)
+
+
+def without_retired(config):
+    """A stored model config without the retired arguments (tower init paths, tokenizer_path)."""
+    if isinstance(config, dict):
+        return {k: without_retired(v) for k, v in config.items() if k not in RETIRED}
+    return config
 
 
 def source_kind(source: Path) -> str:
@@ -61,14 +68,13 @@ def model_config(model: nn.Module) -> dict:
         "_target_": "clap_train.models.clap.CLAPModel",
         "clip_samples": model.clip_samples,
         "embed_dim": model.embed_dim,
-        "frontend": {"_target_": "clap_train.models.audio.frontend.LogMelFrontend",
-                     **{name: getattr(frontend, name) for name in FRONTEND_FIELDS}},
+        "frontend": {"_target_": "clap_train.signal.frontend.LogMelFrontend", **frontend.config()},
         "audio_encoder": {
             "_target_": HTSAT, "embed_dim": audio.embed_dim, "depths": list(audio.depths),
             "num_heads": list(audio.num_heads), "window_size": audio.window_size, "spec_size": audio.spec_size,
             "num_mel_bins": audio.num_mel_bins, "patch_size": audio.patch_size, "mlp_ratio": audio.mlp_ratio,
             "drop_path_rate": max(drop_path, default=0.0), "enable_fusion": audio.enable_fusion,
-            "spec_augment": audio.spec_augment, "pretrained": None,
+            "spec_augment": audio.spec_augment,
         },
         "text_encoder": {
             "_target_": ROBERTA, "vocab_size": text.vocab_size, "hidden_size": text.hidden_size,
@@ -76,7 +82,7 @@ def model_config(model: nn.Module) -> dict:
             "max_position_embeddings": text.max_position_embeddings, "type_vocab_size": text.type_vocab_size,
             "layer_norm_eps": text.layer_norm_eps, "dropout": layer.dropout.p,
             "attention_dropout": layer.attention_dropout, "pad_token_id": text.pad_token_id,
-            "position_offset": text.position_offset, "pretrained": None,
+            "position_offset": text.position_offset,
         },
     }
 
@@ -104,9 +110,8 @@ def merge_user_model(source_config: dict, user: dict, source: str) -> dict:
     merged = OmegaConf.create(source_config)
     differing = []
     for name, value in _leaves(user).items():
-        if name in TRAINING_KNOBS or name.rsplit(".", 1)[-1] in ("pretrained",):
-            if value is not None or name in theirs:
-                OmegaConf.update(merged, name, value, force_add=True)
+        if name in TRAINING_KNOBS:
+            OmegaConf.update(merged, name, value, force_add=True)
         elif name not in theirs or not _same(theirs[name], value):
             differing.append(f"model.{name}: preset {value!r} vs source {theirs.get(name, '<absent>')!r}")
     if differing:
@@ -146,7 +151,7 @@ def apply_init_from(cfg: DictConfig) -> dict | None:
     stored = None
     if kind == "clap_train":
         stored = torch.load(source, map_location="cpu", weights_only=True, mmap=True).get("clap_train_config")
-        theirs = without_pretrained(stored["model"])
+        theirs = without_retired(stored_model_config({"clap_train_config": stored}, str(source)))
     else:
         theirs = model_config(model)
     user = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "init_from"}
@@ -164,13 +169,9 @@ def apply_init_from(cfg: DictConfig) -> dict | None:
                                  "data.tokenizer=PATH/tokenizer.json (roberta-base's for the released LAION models)")
             cfg.data.tokenizer = tokenizer
         if fused:
-            cfg.data.truncation = "fusion"
-            cfg.data.fusion_frontend = {k: v for k, v in merged["frontend"].items()
-                                        if k not in ("_target_", "sample_rate")}
-        else:
-            if cfg.data.get("truncation", "rand_trunc") == "fusion":
-                cfg.data.truncation = "rand_trunc"
-            cfg.data.fusion_frontend = None
+            cfg.data.truncation = "fusion"  # data.frontend interpolates ${model.frontend}: SOURCE's (HTK) mels
+        elif cfg.data.get("truncation", "rand_trunc") == "fusion":
+            cfg.data.truncation = "rand_trunc"
     log.info("model.init_from: %s (%s checkpoint, %.1fM parameters, %s), data.truncation=%s, tokenizer %s",
              source, kind, num_params / 1e6, "fused" if fused else "unfused", cfg.data.get("truncation", "rand_trunc"),
              cfg.data.tokenizer)

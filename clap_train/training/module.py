@@ -29,12 +29,15 @@ class CLAPModule(L.LightningModule):
         tower_lr_scale: lr multiplier of the audio/text towers relative to the new parameters.
         gradient_clip_val: max global gradient norm, or None; applied in both optimization modes (the
             Trainer's own `gradient_clip_val` must stay unset: Lightning refuses it in manual optimization).
-        contrastive_accumulation: K; each batch is split into K chunks and trained as one contrastive batch
-            with GradCache (manual optimization), so a batch K times larger than fits in memory works.
+        contrastive_accumulation: K; each batch (the per-rank `data.batch_size`, unchanged) is encoded in K
+            chunks and trained as one contrastive batch with GradCache (manual optimization): the loss and
+            gradients are those of the whole batch, the activation memory that of one chunk. Under FSDP it
+            needs a precision without fp16 loss scaling (checked at start-up by `clap_train.train.build`).
         activation_checkpointing, compile: applied per tower block by `parallelize` in `configure_model`;
             `compile` is False, True (inductor) or a torch.compile backend name.
         val_names: names of the validation sets, in dataloader order (metrics `val/<name>/...`).
         zeroshot: zero-shot tasks by set name (`evaluation.zeroshot`); other sets are retrieval only.
+        run_config: the resolved run config (a plain dict), stored in every checkpoint as `clap_train_config`.
     Under `FSDP2Strategy` (a device mesh is present) the model is sharded in `configure_model`.
     After each validation, `last_results` holds every set's `SetResult` (metrics and embeddings).
 
@@ -47,13 +50,13 @@ class CLAPModule(L.LightningModule):
                  gradient_clip_val: float | None = None, contrastive_accumulation: int = 1,
                  activation_checkpointing: bool = False, compile: bool | str = False,
                  val_names: list[str] | None = None, zeroshot: dict[str, ZeroShotTask] | None = None,
-                 config: dict | None = None):
+                 run_config: dict | None = None):
         super().__init__()
         if contrastive_accumulation < 1:
             raise ValueError(f"contrastive_accumulation must be >= 1, got {contrastive_accumulation}")
         if gradient_clip_val is not None and gradient_clip_val <= 0:
             raise ValueError(f"gradient_clip_val must be > 0 or None, got {gradient_clip_val}")
-        self.config = config  # the resolved run config, stored in every checkpoint
+        self.config = run_config  # the resolved run config, stored in every checkpoint
         self.model, self.loss = model, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.weight_decay, self.tower_lr_scale, self.gradient_clip_val = weight_decay, tower_lr_scale, gradient_clip_val
@@ -84,11 +87,6 @@ class CLAPModule(L.LightningModule):
             return
         self._parallelized = True
         mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
-        if mesh is not None and self.contrastive_accumulation > 1 and getattr(self.trainer.precision_plugin,
-                                                                              "scaler", None) is not None:
-            # GradCache's sharded loss step (grad_cache._sharded_loss_backward) writes unscaled gradients
-            raise ValueError("training.contrastive_accumulation > 1 under FSDP needs a precision without fp16 loss "
-                             "scaling (bf16-mixed, bf16-true or 32-true), got trainer.precision=16-mixed")
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
         if mesh is not None and self.loss is not None:  # the loss is None when only evaluating

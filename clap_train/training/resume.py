@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from clap_train.training.checkpointing import recover_swapped
 from clap_train.training.loggers import WANDB_SCHEME, download_wandb_checkpoint, parse_wandb_url
@@ -39,19 +39,21 @@ def checkpoint_step(path: Path) -> int:
     return int(torch.load(source, map_location="cpu", weights_only=True, mmap=not path.is_dir())["global_step"])
 
 
-def apply_wandb_resume(cfg: DictConfig) -> None:
-    """For `resume=wandb://E/P/ID` with the W&B logger: log into that run (entity, project and id).
+def wandb_resume_overrides(cfg: DictConfig) -> dict:
+    """For `resume=wandb://E/P/ID` with the W&B logger: the logger arguments that log into that run
+    ({'entity', 'project', 'run_id'}), passed by the build at instantiation; {} otherwise. The config
+    itself is left as written.
 
     Raises ValueError for a malformed `resume` URL.
     """
     resume = cfg.get("resume")
     if not (isinstance(resume, str) and resume.startswith(WANDB_SCHEME)):
-        return
+        return {}
     entity, project, run_id = parse_wandb_url(resume)
     logger = cfg.get("logger")
-    if logger is not None and logger.get("_target_") == WANDB_LOGGER_TARGET:
-        with open_dict(cfg):
-            logger.entity, logger.project, logger.run_id = entity, project, run_id
+    if logger is None or logger.get("_target_") != WANDB_LOGGER_TARGET:
+        return {}
+    return {"entity": entity, "project": project, "run_id": run_id}
 
 
 def resolve_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:

@@ -37,7 +37,7 @@ def test_htsat_debug_and_pann_presets_instantiate():
 
 def test_htsat_roberta_experiment_composes():
     cfg = _compose("+experiment=htsat_roberta", "data.train_shards='/x/{0..1}.tar'", "data.tokenizer=/x/tok.json")
-    assert cfg.run_name == "htsat_roberta" and cfg.optim.optimizer.lr == 1e-4
+    assert cfg.run_name == "htsat_roberta" and cfg.module.optimizer.lr == 1e-4
     assert cfg.model.audio_encoder.embed_dim == 96 and cfg.data.sample_rate == 48000
     fused = _compose("+experiment=htsat_roberta", "model=htsat_tiny_roberta_fusion")
     assert fused.model.audio_encoder.enable_fusion and fused.model.frontend.mel_scale == "htk"

@@ -5,6 +5,8 @@ import torch
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from clap_train import load_model
+from clap_train.checkpoints import build_model_from_config
+from clap_train.checkpoints.pretrained import init_towers, load_pretrained_htsat, load_pretrained_roberta
 from clap_train.models.audio.htsat import HTSATEncoder
 from clap_train.models.text.roberta import RobertaEncoder
 from tests.checkpoints.test_export import debug_model_config
@@ -29,8 +31,8 @@ def roberta_dir(tmp_path_factory):
 
 def test_roberta_from_masked_lm_directory(roberta_dir):
     directory, reference = roberta_dir
-    encoder = RobertaEncoder(**TEXT, pretrained=str(directory))
-    report = encoder.init_report
+    encoder = RobertaEncoder(**TEXT)
+    report = load_pretrained_roberta(encoder, directory)
     assert report.kept == ["pooler.bias", "pooler.weight"]  # roberta-base has no pooler: kept as initialised
     assert report.skipped and all(k.startswith("lm_head.") for k in report.skipped)
     assert torch.equal(encoder.layers[1].ffn_in.weight, reference["roberta.encoder.layer.1.intermediate.dense.weight"])
@@ -39,7 +41,7 @@ def test_roberta_from_masked_lm_directory(roberta_dir):
 
 def test_roberta_geometry_mismatch_raises(roberta_dir):
     with pytest.raises(ValueError, match="shapes do not match"):
-        RobertaEncoder(**{**TEXT, "intermediate_size": 48}, pretrained=str(roberta_dir[0]))
+        load_pretrained_roberta(RobertaEncoder(**{**TEXT, "intermediate_size": 48}), roberta_dir[0])
 
 
 def _htsat_repo_checkpoint(path, source: HTSATEncoder) -> None:
@@ -54,8 +56,8 @@ def test_htsat_from_audioset_checkpoint_into_fused_tower(tmp_path):
     torch.manual_seed(1)
     source = HTSATEncoder(**AUDIO)
     _htsat_repo_checkpoint(tmp_path / "htsat.ckpt", source)
-    encoder = HTSATEncoder(**AUDIO, enable_fusion=True, pretrained=str(tmp_path / "htsat.ckpt"))
-    report = encoder.init_report
+    encoder = HTSATEncoder(**AUDIO, enable_fusion=True)
+    report = load_pretrained_htsat(encoder, tmp_path / "htsat.ckpt")
     assert sorted(report.skipped) == ["head.weight", "spectrogram_extractor.stft.conv_real.weight",
                                       "tscam_conv.weight"]
     assert report.kept and all(k.startswith(("patch_embed.mel_conv2d", "patch_embed.fusion_model")) for k in report.kept)
@@ -66,16 +68,22 @@ def test_htsat_from_audioset_checkpoint_into_fused_tower(tmp_path):
 def test_htsat_with_nothing_matching_raises(tmp_path):
     torch.save({"state_dict": {"sed_model.other.weight": torch.zeros(2)}}, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="no tensor matches"):
-        HTSATEncoder(**AUDIO, pretrained=str(tmp_path / "bad.ckpt"))
+        load_pretrained_htsat(HTSATEncoder(**AUDIO), tmp_path / "bad.ckpt")
 
 
-def test_config_knob_and_checkpoint_reload_without_the_init_file(roberta_dir, tmp_path):
-    from hydra.utils import instantiate
-
+def test_init_step_names_the_knob_and_old_checkpoints_with_init_paths_still_load(roberta_dir, tmp_path):
+    """`init.text_encoder` is applied by the build's init step (`init_towers`), not by the tower; a checkpoint
+    written before issue 12 stores `pretrained` inside the tower config and still loads (the key is ignored)."""
     config = debug_model_config(False)
-    config["text_encoder"]["pretrained"] = str(roberta_dir[0])
-    model = instantiate(config)
-    assert len(model.text_encoder.init_report.loaded) > 0
+    model = build_model_from_config(config, "test")
+    (report,) = init_towers(model, text_encoder=str(roberta_dir[0]))
+    assert len(report.loaded) > 0
+    assert torch.equal(model.text_encoder.layers[1].ffn_in.weight,
+                       roberta_dir[1]["roberta.encoder.layer.1.intermediate.dense.weight"])
+    with pytest.raises(ValueError, match="init.audio_encoder: initialises a HTSATEncoder, but model.audio_encoder"):
+        init_towers(build_model_from_config(debug_model_config(False, "debug"), "test"), audio_encoder="x.ckpt")
+    with pytest.raises(FileNotFoundError, match="init.audio_encoder"):
+        init_towers(model, audio_encoder=str(tmp_path / "missing.ckpt"))
     checkpoint = {"clap_train_config": {"model": {**config, "text_encoder": {**config["text_encoder"],
                                                                               "pretrained": "/gone/roberta"}}},
                   "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}

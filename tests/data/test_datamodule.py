@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from clap_train.data.audio_ops import int16_roundtrip, int16_to_float
 from clap_train.data.datamodule import CLAPDataModule
 from clap_train.losses.contrastive import ClipLoss
-from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.signal.audio_ops import int16_roundtrip, int16_to_float
+from clap_train.signal.frontend import LogMelFrontend
 from clap_train.training.module import CLAPModule
 from data_pipelines.keyword_to_caption import TemplateCaptioner, augment_shards
 from tests.data.conftest import CLIP_SAMPLES, SAMPLE_RATE
@@ -126,7 +126,8 @@ def _fit(dm, model, max_steps, root, ckpt_path=None) -> list[list[str]]:
 
 @pytest.mark.slow  # two short Lightning fits: 1-25 s on the shared 2-core box
 def test_fused_model_trains_and_resumes_without_replay(tokenizer_path, source_a, tmp_path, capsys):
-    fusion = {"truncation": "fusion", "fusion_frontend": FUSION_FRONTEND}
+    model = _fused_model()
+    fusion = {"truncation": "fusion", "frontend": model.frontend}  # data.frontend: ${model.frontend}
     longer = {}
     for batch in _datamodule(tokenizer_path, source_a, **fusion).val_dataloader()[0]:
         assert batch["features"].shape[1:] == (4, CLIP_SAMPLES // 160 + 1, 16) and "waveform" not in batch
@@ -134,9 +135,22 @@ def test_fused_model_trains_and_resumes_without_replay(tokenizer_path, source_a,
     # clip i lasts 0.2, 0.4 or 0.6 s for i % 3 = 0, 1, 2; the window is 0.4 s
     assert longer == {f"a_{i:04d}": i % 3 == 2 for i in range(48)}
 
-    model = _fused_model()
     first = _fit(_datamodule(tokenizer_path, source_a, **fusion), model, 3, tmp_path)
     assert "0 bad training samples skipped" in capsys.readouterr().out  # the rank-0 end-of-epoch line
     checkpoint = next((tmp_path / "checkpoints").glob("*.ckpt"))
     resumed = _fit(_datamodule(tokenizer_path, source_a, **fusion), _fused_model(), 5, tmp_path, str(checkpoint))
     assert len(first) == 3 and len(resumed) == 2 and resumed != first[:2]
+
+
+def test_start_up_check_fusion_flag_and_front_end_agree(tokenizer_path, source_a):
+    model = _fused_model()
+    fused = _datamodule(tokenizer_path, source_a, truncation="fusion", frontend=model.frontend)
+    fused.check_model(True, model.frontend.config())
+    with pytest.raises(ValueError, match="enable_fusion=False needs data.truncation rand_trunc or head"):
+        fused.check_model(False, model.frontend.config())
+    with pytest.raises(ValueError, match="enable_fusion=True needs data.truncation=fusion"):
+        _datamodule(tokenizer_path, source_a).check_model(True, model.frontend.config())
+    with pytest.raises(ValueError, match=r"data.frontend differs from model.frontend in \['n_mels'\]"):
+        fused.check_model(True, {**model.frontend.config(), "n_mels": 8})
+    with pytest.raises(ValueError, match="data.frontend: truncation 'fusion'"):
+        _datamodule(tokenizer_path, source_a, truncation="fusion")

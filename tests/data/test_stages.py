@@ -12,7 +12,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from clap_train.data.audio_ops import int16_roundtrip, int16_to_float, pad_to_length
 from clap_train.data.stages import (
     BadSample,
     ChooseCaption,
@@ -28,8 +27,11 @@ from clap_train.data.stages import (
     sample_stages,
 )
 from clap_train.data.tokenizer import CaptionTokenizer
+from clap_train.signal.audio_ops import int16_roundtrip, int16_to_float, pad_to_length
+from clap_train.signal.frontend import LogMelFrontend
 
-FRONTEND = {"n_fft": 256, "hop_length": 160, "n_mels": 16, "f_min": 50, "f_max": 8000}
+FRONTEND = {"sample_rate": 16000, "n_fft": 256, "hop_length": 160, "n_mels": 16, "f_min": 50, "f_max": 8000,
+            "mel_scale": "htk", "norm": None}
 
 
 def _encoded(wave: np.ndarray, rate: int = 16000, fmt: str = "FLAC") -> bytes:
@@ -122,14 +124,15 @@ def test_choose_caption_follows_probabilities():
     assert choose({"texts": ["orig"], "augmented_texts": []})["texts"] == ["orig"]  # no augmented: original
     keep = ChooseCaption({"augmented": 1.0}, keep_all=True)
     assert keep({"texts": ["a", "b"], "augmented_texts": ["c"]})["texts"] == ["a", "b"]
-    with pytest.raises(ValueError, match="caption probs"):
+    with pytest.raises(ValueError, match="caption_probs"):
         ChooseCaption({"t5": 1.0})
-    with pytest.raises(ValueError, match="caption probs"):
+    with pytest.raises(ValueError, match="caption_probs"):
         ChooseCaption({"original": 0.0})
 
 
 def test_fusion_features_shapes_pickle_and_is_longer():
-    stage = FusionFeatures(FRONTEND, 16000, 3200)
+    stage = FusionFeatures(LogMelFrontend(**FRONTEND), 3200)  # the model's front end, rebuilt in each worker
+    assert stage.frontend_kwargs == LogMelFrontend(**FRONTEND).config()
     stage = pickle.loads(pickle.dumps(stage))
     stage.set_seed(0)
     long = stage({"key": "l", "wave": torch.randn(8000)})
@@ -138,7 +141,7 @@ def test_fusion_features_shapes_pickle_and_is_longer():
     assert short["features"].shape == (4, 21, 16) and not short["is_longer"]
     assert torch.equal(short["features"][0], short["features"][3])
     with pytest.raises(ValueError, match="f_min"):
-        FusionFeatures({**FRONTEND, "f_max": 9000}, 16000, 3200)
+        FusionFeatures({**FRONTEND, "f_max": 9000}, 3200)
 
 
 def test_fold_from_original_data_reaches_the_batch(tokenizer_path):
@@ -166,10 +169,12 @@ def test_collate_batches_waveform_or_features(tokenizer_path):
 
 
 def test_sample_stages_validates_and_pickles():
-    stages = sample_stages(16000, 3200, "fusion", fusion_frontend=FRONTEND, int16=True)
+    stages = sample_stages(16000, 3200, "fusion", frontend=FRONTEND, int16=True)
     assert [type(s).__name__ for s in pickle.loads(pickle.dumps(stages))] == [
         "DecodeSample", "ToMono", "Resample", "Int16RoundTrip", "FusionFeatures", "ChooseCaption"]
-    with pytest.raises(ValueError, match="fusion_frontend"):
+    with pytest.raises(ValueError, match="frontend: truncation 'fusion' builds the features with the model's"):
         sample_stages(16000, 3200, "fusion")
+    with pytest.raises(ValueError, match="sample_rate 48000 differs from the front end's 16000"):
+        sample_stages(48000, 3200, "fusion", frontend=FRONTEND)
     with pytest.raises(ValueError, match="truncation"):
         sample_stages(16000, 3200, "middle")

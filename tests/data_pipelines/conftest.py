@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # subprocesses run this worktree's code
 
 
 def sine(seconds: float, sample_rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:
@@ -16,8 +21,11 @@ def sine(seconds: float, sample_rate: int, channels: int = 1, freq: float = 440.
 
 
 def write_audio(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1, **kwargs) -> Path:
+    """A sine whose pitch depends on the file name, so that fixture clips are not exact duplicates
+    (make_shards drops those)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), sine(seconds, sample_rate, channels), sample_rate, **kwargs)
+    freq = 300.0 + zlib.crc32(path.name.encode()) % 500
+    sf.write(str(path), sine(seconds, sample_rate, channels, freq), sample_rate, **kwargs)
     return path
 
 

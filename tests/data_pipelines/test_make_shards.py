@@ -26,7 +26,9 @@ def csv_manifest(tmp_path):
     write_audio(root / "audio" / "mono16k.wav", 0.5, 16000, 1)
     write_audio(root / "audio" / "stereo44k.flac", 0.7, 44100, 2)
     write_audio(root / "audio" / "vorbis.ogg", 0.6, 44100, 2, format="OGG", subtype="VORBIS")
-    write_audio(root / "audio" / "sub" / "tags_only.wav", 0.5, 16000, 1)
+    write_audio(root / "audio" / "sub" / "tags_only.wav", 0.55, 16000, 1)
+    write_audio(root / "audio" / "other.wav", 0.5, 16000, 1)
+    write_audio(root / "audio" / "uncaptioned.wav", 0.5, 16000, 1)
     broken = write_broken(root / "audio" / "broken")
     rows = [
         {"audio": "audio/mono16k.wav", "caption": "a sine | ein Sinus, schön", "tags": "tone;sine"},
@@ -34,8 +36,11 @@ def csv_manifest(tmp_path):
         {"audio": "audio/vorbis.ogg", "caption": "a vorbis tone", "split_note": "x"},
         {"audio": "audio/sub/tags_only.wav", "tags": "beep; tone"},
         {"audio": "audio/missing.wav", "caption": "gone"},
-        {"audio": "audio/mono16k.wav", "caption": "no tags", "key": "audio_mono16k"},  # repeats the derived key
-        {"audio": "audio/vorbis.ogg", "key": "no_caption"},
+        {"audio": "audio/other.wav", "caption": "other", "key": "audio_mono16k"},  # repeats mono16k's derived key
+        {"audio": "audio/uncaptioned.wav", "key": "no_caption"},
+        # one row per caption (AudioCaps/Clotho): the same file again, a new caption, a repeated one, more tags
+        {"audio": "audio/mono16k.wav", "caption": "a second caption", "tags": "sine;beep", "key": "ignored"},
+        {"audio": "./audio/mono16k.wav", "caption": "a sine", "split_note": "later"},
     ]
     rows += [{"audio": f"audio/broken/{p.name}", "caption": name} for name, p in broken.items()]
     fields = ["audio", "key", "caption", "caption_1", "caption_2", "tags", "split_note"]
@@ -73,12 +78,16 @@ def test_make_shards_writes_decodable_shards_and_report(csv_manifest, tmp_path):
     sizes = json.loads((out / "sizes.json").read_text())
     assert sizes == {"train-000000.tar": 2, "train-000001.tar": 2}
     reasons = {item["audio"].rsplit("/", 1)[-1]: item["reason"] for item in report["skipped"]}
-    assert set(reasons) == {"missing.wav", "mono16k.wav", "vorbis.ogg", "corrupt.flac", "truncated.flac", "empty.wav"}
+    assert set(reasons) == {"missing.wav", "other.wav", "uncaptioned.wav", "corrupt.flac", "truncated.flac", "empty.wav"}
     assert reasons["missing.wav"] == "missing file" and "empty" in reasons["empty.wav"]
-    assert reasons["vorbis.ogg"] == "no caption or tags" and reasons["mono16k.wav"] == "repeated key"
+    assert reasons["uncaptioned.wav"] == "no caption or tags" and reasons["other.wav"] == "repeated key"
+    merged = samples["audio_mono16k"][1]
+    assert merged["text"] == ["a sine", "ein Sinus, schön", "a second caption"]
+    assert merged["tags"] == ["tone", "sine", "beep"]
+    assert merged["original_data"]["split_note"] == "later" and report["num_merged_rows"] == 2
     assert "undecodable" in reasons["corrupt.flac"] and "undecodable" in reasons["truncated.flac"]
     assert report["written"] == 4 and report["num_skipped"] == 6
-    assert report["hours"] == pytest.approx((0.5 + 0.7 + 0.6 + 0.5) / 3600, rel=0.02)
+    assert report["hours"] == pytest.approx((0.5 + 0.7 + 0.6 + 0.55) / 3600, rel=0.02)
     assert json.loads((out / "report.json").read_text()) == report
 
 
@@ -138,3 +147,11 @@ def test_cli_with_worker_processes(csv_manifest, tmp_path):
     assert json.loads((out / "sizes.json").read_text()) == {"train-000000.tar": 3, "train-000001.tar": 1}
     again = subprocess.run(command + ["--workers", "0"], check=False, capture_output=True, text=True)
     assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_bad_manifest_is_one_line(tmp_path):
+    (tmp_path / "m.csv").write_text("file,caption\nx.wav,c\n")
+    for manifest, message in ((tmp_path / "missing.jsonl", "No such file"), (tmp_path / "m.csv", "no 'audio' column")):
+        with pytest.raises(SystemExit) as error:
+            main(["--manifest", str(manifest), "--out", str(tmp_path / "o")])
+        assert str(error.value).startswith("make_shards: --manifest: ") and message in str(error.value)

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--resume")
     parser.add_argument("--ema", action="store_true")
     parser.add_argument("--unfreeze-step", type=int, help="FreezeTowers until this step")
-    parser.add_argument("--accumulation", type=int, default=1, help="training.contrastive_accumulation (K)")
+    parser.add_argument("--accumulation", type=int, default=1, help="module.contrastive_accumulation (K)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     L.seed_everything(0)

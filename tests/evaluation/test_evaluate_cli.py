@@ -11,10 +11,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from clap_train.data.audio_ops import int16_roundtrip
 from clap_train.data.stages import sample_stages
 from clap_train.evaluate import evaluate, read_clip_audio
-from clap_train.training.run import build
+from clap_train.signal.audio_ops import int16_roundtrip
+from clap_train.train import build
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["data.prepare.num_train=16", "data.prepare.num_val=24", "data.prepare.samples_per_shard=16",

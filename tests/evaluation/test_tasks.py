@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from clap_train.evaluation.collect import EmbeddingSet
 from clap_train.evaluation.tasks import ZeroShotTask, evaluate_set, metric_keys, zeroshot_tasks
-from clap_train.training.run import check_best_metric, format_summary
+from clap_train.train import check_best_metric, format_summary
 
 CLASSES = ["dog", "rain", "siren"]
 

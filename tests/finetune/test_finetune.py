@@ -126,7 +126,7 @@ def test_fused_source_sets_fusion_preprocessing(demo_sources):
     state = apply_init_from(cfg)
     assert cfg.init_from.fused and cfg.init_from.kind == "laion" and "audio_encoder.patch_embed.mel_conv2d.weight" in state
     assert cfg.data.truncation == "fusion"
-    assert cfg.data.fusion_frontend.mel_scale == "htk" and cfg.data.fusion_frontend.norm is None
+    assert cfg.data.frontend.mel_scale == "htk" and cfg.data.frontend.norm is None  # ${model.frontend}
     assert cfg.model.frontend.mel_scale == "htk" and cfg.model.audio_encoder.enable_fusion
     unfused = compose_config("train", ["+experiment=finetune", f"model.init_from={demo_sources['hf']}",
                                        "data=demo", f"cache_dir={demo_sources['cache']}"])

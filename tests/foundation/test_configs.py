@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+
+from clap_train.training.module import CLAPModule
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUP_FILES = sorted(p.relative_to(CONF) for p in CONF.glob("*/*.yaml"))
@@ -61,13 +64,13 @@ def test_config_file_composes_and_instantiates(rel, tmp_path, init_source):
         nodes = {"model": cfg.model, "data": cfg.data, "loss": cfg.loss}
     elif group in ("callbacks",):
         nodes = dict(cfg.callbacks)
-    elif group == "optim":
-        nodes = {"optimizer": cfg.optim.optimizer}
     else:
         nodes = {group: cfg[group]}
+    if group == "module":  # the build passes the built model and loss (clap_train.train.build)
+        module = instantiate(cfg.module, _partial_=True)(model=instantiate(cfg.model), loss=instantiate(cfg.loss))
+        assert isinstance(module, CLAPModule)
+        optimizer = module.optimizer_factory([torch.nn.Parameter(torch.zeros(2))])
+        assert isinstance(optimizer, torch.optim.AdamW) and module.scheduler_factory(optimizer) is not None
+        return
     built = {k: instantiate(v) for k, v in nodes.items() if v is not None}
     assert built and all(obj is not None for obj in built.values())
-    if group == "optim":
-        import torch
-
-        assert isinstance(built["optimizer"]([torch.nn.Parameter(torch.zeros(2))]), torch.optim.Optimizer)

@@ -10,7 +10,7 @@ from tests.foundation._entry import TINY_DEMO, run_entry
 @pytest.mark.slow
 def test_demo_learns_through_entry_point(tmp_path):
     result = run_entry(tmp_path, "+experiment=demo", *TINY_DEMO, "trainer.max_steps=60",
-                       "optim.scheduler.warmup_steps=5")
+                       "module.scheduler.warmup_steps=5")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "demo"
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -14,7 +14,7 @@ from clap_train.evaluation.probe import cross_validate
 from clap_train.inference.runner import embed_texts
 from clap_train.inference.search import top_k
 from clap_train.inference.sources import list_entries
-from clap_train.training.run import build
+from clap_train.train import build
 from tests.inference.conftest import REPO, run_cli
 
 TINY = ["data.prepare.num_train=8", "data.prepare.num_val=60", "data.prepare.samples_per_shard=8",

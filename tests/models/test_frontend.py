@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import ClapFeatureExtractor
 
-from clap_train.data.audio_ops import crop_or_pad, int16_roundtrip, pad_to_length
-from clap_train.data.fusion_features import build_fusion_features, fusion_crop_ranges
-from clap_train.models.audio.frontend import LogMelFrontend
+from clap_train.signal.audio_ops import crop_or_pad, int16_roundtrip, pad_to_length
+from clap_train.signal.frontend import LogMelFrontend
+from clap_train.signal.fusion import build_fusion_features, fusion_crop_ranges
 
 SR, CLIP = 48000, 480000
 DB_TOLERANCE = 1e-3

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from clap_train.models.audio.frontend import LogMelFrontend
 from clap_train.models.audio.pann import Cnn14Encoder
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
+from clap_train.signal.frontend import LogMelFrontend
 
 _HF_RENAMES = (
     ("embeddings.LayerNorm", "embeddings.layer_norm"), ("encoder.layer.", "layers."), ("pooler.dense", "pooler"),

@@ -10,7 +10,7 @@ from tests.ops._entry import run_entry
 
 pytestmark = pytest.mark.slow
 FSDP = ["+experiment=demo_siglip", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu",
-        "training.contrastive_accumulation=2", "callbacks.last.every_n_steps=2", "run_name=fsdp",
+        "module.contrastive_accumulation=2", "callbacks.last.every_n_steps=2", "run_name=fsdp",
         "eval_before_training=false"]
 
 

@@ -26,7 +26,7 @@ def probe(path, sleep_s: float) -> list[str]:
 
 
 def test_sigkill_mid_run_then_relaunch_resumes(tmp_path):
-    run = [f"optim.optimizer.lr={LR}", f"optim.scheduler.warmup_steps={WARMUP}", f"trainer.max_steps={MAX_STEPS}",
+    run = [f"module.optimizer.lr={LR}", f"module.scheduler.warmup_steps={WARMUP}", f"trainer.max_steps={MAX_STEPS}",
            "callbacks.last.every_n_steps=3", "run_name=killed"]
     run_dir = tmp_path / "runs" / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 
 from clap_train.training.loggers import download_wandb_checkpoint, parse_wandb_url
 from clap_train.training.resume import (
-    apply_wandb_resume,
     checkpoint_step,
     local_checkpoints,
     resolve_resume_checkpoint,
+    wandb_resume_overrides,
 )
 from tests.ops.wandb_fakes import FakeApi
 
@@ -68,15 +68,14 @@ def test_parse_wandb_url_rejects(url):
         parse_wandb_url(url)
 
 
-def test_apply_wandb_resume_sets_the_run_id():
+def test_wandb_resume_overrides_name_the_run_and_leave_the_config_alone():
     cfg = OmegaConf.create({"resume": "wandb://ent/proj/abc123", "run_name": "demo", "logger": {
         "_target_": "clap_train.training.loggers.wandb_logger", "project": "clap_train", "entity": None,
         "run_id": "${run_name}"}})
-    apply_wandb_resume(cfg)
-    assert (cfg.logger.entity, cfg.logger.project, cfg.logger.run_id) == ("ent", "proj", "abc123")
+    assert wandb_resume_overrides(cfg) == {"entity": "ent", "project": "proj", "run_id": "abc123"}
+    assert (cfg.logger.entity, cfg.logger.project, cfg.logger.run_id) == (None, "clap_train", "demo")
     csv = OmegaConf.create({"resume": "wandb://ent/proj/abc123", "logger": {"_target_": "x.CSVLogger"}})
-    apply_wandb_resume(csv)
-    assert "run_id" not in csv.logger
+    assert wandb_resume_overrides(csv) == {}
 
 
 def test_wandb_resume_downloads_latest_artifact(tmp_path, monkeypatch, first_rank):

@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "slurm").glob("*.sbatch"))
+TRAINING_SCRIPTS = [p for p in SCRIPTS if p.name != "make_shards.sbatch"]
 SBATCH_MAN = Path("/usr/share/man/man1/sbatch.1.gz")
 # Long options of sbatch(1), Slurm 22.05 (the Debian 12 package this project's CI installs).
 DOCUMENTED = {
@@ -41,7 +42,7 @@ def sbatch_options(script: Path) -> dict[str, str | None]:
 
 
 def test_scripts_exist():
-    assert {p.name for p in SCRIPTS} == {"train.sbatch", "multinode.sbatch"}
+    assert {p.name for p in SCRIPTS} == {"train.sbatch", "multinode.sbatch", "make_shards.sbatch"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -50,7 +51,7 @@ def test_valid_bash(script):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", TRAINING_SCRIPTS, ids=lambda p: p.name)
 def test_documented_options_and_requeue_setup(script):
     options = sbatch_options(script)
     assert set(options) <= DOCUMENTED, set(options) - DOCUMENTED
@@ -59,6 +60,14 @@ def test_documented_options_and_requeue_setup(script):
     assert options["ntasks-per-node"] == options["gpus-per-node"], "one task per GPU"
     text = script.read_text()
     assert "srun" in text and "-m clap_train" in text and '"$@"' in text
+
+
+def test_make_shards_script_submits_the_merge_after_the_array():
+    script = REPO / "slurm" / "make_shards.sbatch"
+    assert set(sbatch_options(script)) <= DOCUMENTED
+    text = script.read_text()
+    assert "--dependency=\"afterok:${SLURM_ARRAY_JOB_ID}\"" in text and "data_pipelines.merge_shards" in text
+    assert "-m data_pipelines.make_shards \"$@\"" in text
 
 
 @pytest.mark.skipif(not SBATCH_MAN.is_file(), reason="sbatch man page not installed")

@@ -9,7 +9,7 @@ import pytest
 import wandb
 from hydra import compose, initialize_config_dir
 
-from clap_train.training.run import train
+from clap_train.train import train
 from tests.ops._entry import REPO, TINY_DEMO, run_entry
 from tests.ops.wandb_fakes import FakeApi, offline_run_file, wandb_env
 from tests.ops.wandb_records import artifacts, config_keys, history_keys, read_finished_records
@@ -28,7 +28,7 @@ def test_wandb_offline_logs_and_resume_from_wandb(tmp_path, monkeypatch):
     records = read_finished_records(offline_run_file(tmp_path / "runs" / "wb", "wb"))
     assert [r.run.run_id for r in records if r.WhichOneof("record_type") == "run"] == ["wb"]
     assert LOGGED <= history_keys(records), LOGGED - history_keys(records)
-    assert {"model", "data", "optim", "trainer", "run_name"} <= config_keys(records)  # the resolved config
+    assert {"model", "data", "module", "trainer", "run_name"} <= config_keys(records)  # the resolved config
     logged = artifacts(records)
     assert logged and {a.name for a in logged} == {"model-wb"} and all(a.type == "model" for a in logged)
     assert "latest" in logged[-1].aliases

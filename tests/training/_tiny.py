@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from clap_train.losses.contrastive import ClipLoss
-from clap_train.models.audio.frontend import LogMelFrontend
 from clap_train.models.clap import CLAPModel
 from clap_train.models.text.roberta import RobertaEncoder
+from clap_train.signal.frontend import LogMelFrontend
 from clap_train.training.module import CLAPModule
 from clap_train.training.optim import WarmupCosineLR
 

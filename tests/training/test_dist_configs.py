@@ -20,15 +20,16 @@ def test_trainer_strategies(name, strategy_type):
     cfg = load(f"trainer={name}", "trainer.devices=2", "trainer.num_nodes=1")
     trainer = instantiate(cfg.trainer, logger=False)
     assert isinstance(trainer.strategy, strategy_type)
-    assert trainer.num_devices == 2 and trainer.gradient_clip_val is None  # clipping is optim.gradient_clip_val
+    assert trainer.num_devices == 2 and trainer.gradient_clip_val is None  # clipping is module.gradient_clip_val
     if name == "fsdp":
         assert trainer.strategy._tensor_parallel_size == 1
 
 
 def test_siglip_experiment_and_training_knobs():
-    cfg = load("+experiment=demo_siglip", "training.contrastive_accumulation=4", "optim.tower_lr_scale=0.1")
+    cfg = load("+experiment=demo_siglip", "module.contrastive_accumulation=4", "module.tower_lr_scale=0.1")
     assert isinstance(instantiate(cfg.loss), SigLipLoss)
     assert cfg.model.logit_scale_init == 10.0
     assert cfg.callbacks.ema._target_.endswith("EMA")
-    assert dict(cfg.training) == {"contrastive_accumulation": 4, "activation_checkpointing": False, "compile": False}
-    assert cfg.optim.tower_lr_scale == 0.1
+    assert (cfg.module.contrastive_accumulation, cfg.module.activation_checkpointing, cfg.module.compile) == (4, False,
+                                                                                                          False)
+    assert cfg.module.tower_lr_scale == 0.1

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from clap_train.distributed.parallelize import parallelize
+from clap_train.train import check_accumulation
 from clap_train.training.optim import param_groups, scale_learning_rates
+from clap_train.training.strategy import FSDP2Strategy
 from tests.training._tiny import make_batch, make_loader, make_model, make_module
 
 
@@ -44,14 +46,15 @@ def test_contrastive_accumulation_validation():
         make_module(gradient_clip_val=0.0)
 
 
-def test_fsdp_accumulation_refuses_fp16_loss_scaling():
-    """Under FSDP, GradCache's loss step writes unscaled gradients: 16-mixed (a GradScaler) is refused before
-    any sharding. A fake mesh and trainer stand in for ModelParallelStrategy (fp16 AMP needs a GPU)."""
-    module = make_module(contrastive_accumulation=2)
-    module._device_mesh = {"data_parallel": "mesh"}
-    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()))
-    with pytest.raises(ValueError, match="contrastive_accumulation > 1 under FSDP needs a precision without fp16"):
-        module.configure_model()
+def test_fsdp_accumulation_refuses_fp16_loss_scaling_at_start_up():
+    """Under FSDP, GradCache's loss step writes unscaled gradients: 16-mixed (a GradScaler) is refused by the
+    build, before any data is read. A fake trainer holds the real strategy (fp16 AMP needs a GPU)."""
+    scaled = SimpleNamespace(strategy=FSDP2Strategy(), precision_plugin=SimpleNamespace(scaler=object()),
+                             precision="16-mixed")
+    with pytest.raises(ValueError, match="module.contrastive_accumulation > 1 under FSDP needs a precision"):
+        check_accumulation(2, scaled)
+    check_accumulation(1, scaled)
+    check_accumulation(2, SimpleNamespace(strategy=FSDP2Strategy(), precision_plugin=SimpleNamespace(scaler=None)))
 
 
 def test_param_groups_tower_lr_and_no_decay():

@@ -246,8 +246,6 @@ class HTSATEncoder(nn.Module):
         enable_fusion: 4-channel [global, front, middle, back] input with AFF fusion for long clips.
         spec_augment: LAION SpecAugment (2 time stripes < 64 frames, 2 mel stripes < 8 bins), training only.
         activation_checkpointing: recompute each Swin block in backward (training with grad only).
-        pretrained: an AudioSet-pretrained HTSAT checkpoint to initialise from (matching tensors are
-            copied, the rest is listed; `clap_train.checkpoints.pretrained.load_pretrained_htsat`).
 
     Forward: features (B, C, T, F) dB log-mel with T <= spec_size * freq_ratio and F = num_mel_bins,
         is_longer (B,) or (B, 1) bool or None -> (B, output_dim), the mean of the final LayerNorm-ed tokens.
@@ -271,7 +269,6 @@ class HTSATEncoder(nn.Module):
         enable_fusion: bool = False,
         spec_augment: bool = False,
         activation_checkpointing: bool = False,
-        pretrained: str | None = None,
     ):
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
@@ -301,10 +298,6 @@ class HTSATEncoder(nn.Module):
             self.layers.append(SwinStage(blocks, merge))
         self.norm = nn.LayerNorm(self.output_dim)
         self.apply(_init_weights)
-        if pretrained:
-            from clap_train.checkpoints.pretrained import load_pretrained_htsat
-
-            self.init_report = load_pretrained_htsat(self, pretrained)
 
     def blocks(self) -> list[nn.Module]:
         """The Swin blocks, in order: the units for FSDP wrapping and activation checkpointing."""

@@ -71,8 +71,6 @@ class RobertaEncoder(nn.Module):
 
     Defaults are roberta-base as fine-tuned in LAION-CLAP (LayerNorm eps 1e-5; transformers'
     CLAP configs use 1e-12, set `layer_norm_eps` to match the checkpoint you load).
-    `pretrained`: a transformers RoBERTa directory to initialise from (matching tensors are copied, the
-    rest is listed; `clap_train.checkpoints.pretrained.load_pretrained_roberta`).
     Forward: input_ids (B, L) int64, attention_mask (B, L) with 1 for real tokens; columns that are padding
     in every row are dropped first (`trim_padding`), which leaves the output unchanged.
     """
@@ -92,7 +90,6 @@ class RobertaEncoder(nn.Module):
         pad_token_id: int = 1,
         position_offset: bool = True,
         activation_checkpointing: bool = False,
-        pretrained: str | None = None,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -115,10 +112,6 @@ class RobertaEncoder(nn.Module):
         )
         self.pooler = nn.Linear(hidden_size, hidden_size)
         self.apply(_init_weights)
-        if pretrained:
-            from clap_train.checkpoints.pretrained import load_pretrained_roberta
-
-            self.init_report = load_pretrained_roberta(self, pretrained)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)

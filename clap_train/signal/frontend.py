@@ -1,4 +1,9 @@
-"""Waveform -> log-mel front end, batched, on whatever device the waveform is on."""
+"""Waveform -> log-mel front end, batched, on whatever device the waveform is on.
+
+One configuration serves the model (unfused path: the log-mel of a waveform batch on the training
+device) and the data workers (fusion path: `clap_train.signal.fusion` rebuilds the model's front end
+from `LogMelFrontend.config()`), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from clap_train.data.audio_ops import int16_to_float
+from clap_train.signal.audio_ops import int16_to_float
 
 CPU_FRAMES_PER_BLOCK = 256  # 256 x 1024 float32 frames = 1 MiB: the FFT working set fits in L2
 MEL_BANDS = 4  # filter bands projected separately: about 1/3 of the multiply-adds of one dense projection
@@ -83,6 +88,7 @@ class LogMelFrontend(nn.Module):
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={f_min}, f_max={f_max}")
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
         self.f_min, self.f_max, self.mel_scale, self.norm = f_min, f_max, mel_scale, norm
+        self.double_precision = double_precision
         dtype = torch.float64 if double_precision else torch.float32
         fbank = mel_filter_bank(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, mel_scale, norm)
         # The mel projection only touches the FFT bins some filter covers (50 Hz .. 14 kHz: 2 .. 298 of 513),
@@ -107,6 +113,12 @@ class LogMelFrontend(nn.Module):
         for name, value in self._constants.items():
             setattr(self, name, value.to(getattr(self, name).device))
         return self
+
+    def config(self) -> dict:
+        """The constructor arguments (plain values): `LogMelFrontend(**frontend.config())` is an equal front end."""
+        return {"sample_rate": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
+                "n_mels": self.n_mels, "f_min": self.f_min, "f_max": self.f_max, "mel_scale": self.mel_scale,
+                "norm": self.norm, "double_precision": self.double_precision}
 
     def num_frames(self, num_samples: int) -> int:
         return num_samples // self.hop_length + 1

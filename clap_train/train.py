@@ -1,4 +1,6 @@
-"""`train(cfg)`: build everything from the resolved config, fit, evaluate, summarise."""
+"""Training entry (`python -m clap_train`, see `__main__`): build everything from the config, fit, evaluate,
+summarise. With `evaluate.py` and `export.py` one of the entry modules, the only places that call Hydra's
+`instantiate`."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clap_train.checkpoints.pretrained import init_towers
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
 from clap_train.training.init_from import apply_init_from, load_init_weights
-from clap_train.training.module import CLAPModule
-from clap_train.training.resume import apply_wandb_resume, checkpoint_step, resolve_resume_checkpoint
+from clap_train.training.resume import checkpoint_step, resolve_resume_checkpoint, wandb_resume_overrides
+from clap_train.training.strategy import FSDP2Strategy
 
 log = logging.getLogger(__name__)
 SUMMARY_METRICS = {
@@ -24,30 +27,36 @@ SUMMARY_METRICS = {
 
 
 def build(cfg: DictConfig):
-    """Instantiate datamodule, LightningModule and Trainer from the config."""
+    """Instantiate datamodule, LightningModule and Trainer from the config: the one place a training
+    config becomes objects. Start-up checks run here, before any data is read or weight is trained."""
     datamodule = instantiate(cfg.data)
     zeroshot = zeroshot_tasks(cfg.evaluation.zeroshot, datamodule.val_names)
     check_best_metric(cfg.best_metric, datamodule.val_names, metric_keys(datamodule.val_names, zeroshot))
     model = instantiate(cfg.model)
-    module = CLAPModule(
-        model=model,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        weight_decay=cfg.optim.weight_decay,
-        tower_lr_scale=cfg.optim.tower_lr_scale,
-        gradient_clip_val=cfg.optim.gradient_clip_val,
-        **cfg.training,
-        val_names=datamodule.val_names,
-        zeroshot=zeroshot,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+    datamodule.check_model(getattr(model.audio_encoder, "enable_fusion", False), model.frontend.config())
+    init = cfg.get("init") or {}
+    init_towers(model, audio_encoder=init.get("audio_encoder"), text_encoder=init.get("text_encoder"))
+    # a partial of the module config, completed with the built objects (passed through instantiate, Hydra
+    # would recurse into the run config's own `_target_`s)
+    module = instantiate(cfg.module, _partial_=True)(model=model, loss=instantiate(cfg.loss),
+                                                     val_names=datamodule.val_names, zeroshot=zeroshot,
+                                                     run_config=OmegaConf.to_container(cfg, resolve=True))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [RunMetadata()]
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = instantiate(cfg.logger, **wandb_resume_overrides(cfg)) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    check_accumulation(module.contrastive_accumulation, trainer)
     for run_logger in trainer.loggers:
         run_logger.log_hyperparams(module.config)
     return datamodule, module, trainer
+
+
+def check_accumulation(contrastive_accumulation: int, trainer: L.Trainer) -> None:
+    """GradCache under FSDP needs a precision without fp16 loss scaling: its sharded loss step
+    (`grad_cache._sharded_loss_backward`) writes unscaled gradients. Raises ValueError naming both keys."""
+    if (contrastive_accumulation > 1 and isinstance(trainer.strategy, FSDP2Strategy)
+            and getattr(trainer.precision_plugin, "scaler", None) is not None):
+        raise ValueError("module.contrastive_accumulation > 1 under FSDP needs a precision without fp16 loss "
+                         f"scaling (bf16-mixed, bf16-true or 32-true), got trainer.precision={trainer.precision}")
 
 
 def check_best_metric(best_metric: DictConfig, val_names: list[str], keys: list[str]) -> None:
@@ -94,7 +103,6 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    apply_wandb_resume(cfg)
     init_state = apply_init_from(cfg)  # model.init_from=SOURCE: SOURCE's architecture, preprocessing, weights
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clap_train.data.audio_ops import as_mono_tensor, pad_to_length
+from clap_train.signal.audio_ops import as_mono_tensor, pad_to_length
 
 
 def fusion_crop_ranges(total_frames: int, chunk_frames: int) -> list[tuple[int, int]]:

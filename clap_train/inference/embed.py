@@ -1,9 +1,11 @@
-"""Inference conveniences for `CLAPModel`: embed raw waveforms and caption strings.
+"""Embedding raw inputs with a `CLAPModel`: waveforms of any length and rate, and caption strings.
+
+Shared by `clap_train.evaluate` and the inference CLIs; the model itself stays a plain nn.Module.
 
 Preprocessing is the deterministic evaluation variant of the model's training recipe:
 resample to the front-end rate; unfused models take the first `clip_samples` of a long clip
 (head crop) and repeat-pad short ones; fused models get the 4-channel fusion features
-(`clap_train.data.fusion_features`) with crop starts drawn from a fixed seed, and the true
+(`clap_train.signal.fusion`) with crop starts drawn from a fixed seed, and the true
 `is_longer` flags (LAION's eval semantics: no row is forced into fusion).
 """
 
@@ -16,9 +18,9 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from clap_train.data.audio_ops import as_mono_tensor, crop_or_pad
-from clap_train.data.fusion_features import build_fusion_features
 from clap_train.data.tokenizer import CaptionTokenizer
+from clap_train.signal.audio_ops import as_mono_tensor, crop_or_pad
+from clap_train.signal.fusion import build_fusion_features
 
 
 def _as_list(waveforms) -> list[torch.Tensor]:
@@ -68,38 +70,44 @@ def embed_audio(model: nn.Module, waveforms, sample_rate: int, padding: str = "r
     return model.encode_audio(features, is_longer)
 
 
-def caption_tokenizer(model: nn.Module) -> CaptionTokenizer:
-    """The model's `CaptionTokenizer`, built once from `model.tokenizer_path` (77 tokens, LAION's length,
-    capped by the text tower's positions).
+def caption_tokenizer(model: nn.Module, tokenizer: CaptionTokenizer | str | None = None) -> CaptionTokenizer:
+    """The `CaptionTokenizer` for `model`: `tokenizer` itself, one built from a tokenizer.json path (or its
+    directory), or, when None, one built once from the `tokenizer_path` that `clap_train.load_model`
+    attaches (a transformers directory's tokenizer.json, or the training run's `data.tokenizer`).
+    77 tokens (LAION's length), capped by the text tower's positions.
 
     Raises:
-        ValueError: if the model has no `tokenizer_path`.
+        ValueError: if no tokenizer is given and the model has no `tokenizer_path`.
     """
-    cached = getattr(model, "_caption_tokenizer", None)  # (tokenizer_path, CaptionTokenizer)
-    if cached is not None and cached[0] == getattr(model, "tokenizer_path", None):
+    if isinstance(tokenizer, CaptionTokenizer):
+        return tokenizer
+    path = tokenizer if tokenizer is not None else getattr(model, "tokenizer_path", None)
+    cached = getattr(model, "_caption_tokenizer", None)  # (path, CaptionTokenizer)
+    if cached is not None and cached[0] == path:
         return cached[1]
-    if not getattr(model, "tokenizer_path", None):
+    if not path:
         raise ValueError(
-            "embed_text needs a tokenizer: set model.tokenizer_path to a tokenizer.json (or its directory), "
+            "embed_text needs a tokenizer: pass tokenizer=PATH to a tokenizer.json (or its directory), "
             "or load the model from a transformers directory that has tokenizer.json"
         )
     text = model.text_encoder
     offset = text.pad_token_id + 1 if getattr(text, "position_offset", False) else 0  # RoBERTa positions start there
     max_length = min(77, getattr(text, "max_position_embeddings", 77 + offset) - offset)
-    tokenizer = CaptionTokenizer(model.tokenizer_path, max_length=max_length)
-    model._caption_tokenizer = (model.tokenizer_path, tokenizer)  # plain attribute: not in the state dict
-    return tokenizer
+    built = CaptionTokenizer(path, max_length=max_length)
+    model._caption_tokenizer = (path, built)  # plain attribute: not in the state dict
+    return built
 
 
 @torch.no_grad()
-def embed_text(model: nn.Module, texts: list[str]) -> torch.Tensor:
-    """Captions -> unit-norm text embeddings (N, embed_dim), no gradient.
+def embed_text(model: nn.Module, texts: list[str], tokenizer: CaptionTokenizer | str | None = None) -> torch.Tensor:
+    """Captions -> unit-norm text embeddings (N, embed_dim), no gradient; `tokenizer` as for
+    `caption_tokenizer`.
 
     Raises:
-        ValueError: if `texts` is empty or a bare string, or the model has no tokenizer.
+        ValueError: if `texts` is empty or a bare string, or there is no tokenizer.
     """
     if isinstance(texts, str) or not texts:
         raise ValueError("embed_text takes a non-empty list of strings")
-    tokens = caption_tokenizer(model)(list(texts))
+    tokens = caption_tokenizer(model, tokenizer)(list(texts))
     device = next(model.parameters()).device
     return model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))

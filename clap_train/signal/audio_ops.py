@@ -71,13 +71,18 @@ def crop_or_pad(
     if clip_samples < 1:
         raise ValueError(f"clip_samples must be >= 1, got {clip_samples}")
     tensor = as_mono_tensor(wave)
-    overflow = tensor.shape[0] - clip_samples
-    if overflow <= 0:
+    if tensor.shape[0] <= clip_samples:
         return pad_to_length(tensor, clip_samples, padding), False
-    start = 0
-    if truncation == "rand_trunc":
-        start = int((rng if rng is not None else np.random.default_rng()).integers(0, overflow + 1))
+    start = crop_start(tensor.shape[0], clip_samples, truncation, rng)
     return tensor[start:start + clip_samples], True
+
+
+def crop_start(num_samples: int, clip_samples: int, truncation: str, rng: np.random.Generator | None = None) -> int:
+    """Where `crop_or_pad` starts its window in a clip of `num_samples` > `clip_samples` (one draw of
+    `rng` for "rand_trunc"): a loader that decodes only that window calls this with the same `rng`."""
+    if truncation == "rand_trunc":
+        return int((rng if rng is not None else np.random.default_rng()).integers(0, num_samples - clip_samples + 1))
+    return 0
 
 
 def int16_quantise(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
