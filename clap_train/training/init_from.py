@@ -1,4 +1,4 @@
-"""Fine-tuning from a released checkpoint: `model.init_from=SOURCE` (docs/training.md, "Fine-tuning").
+"""Fine-tuning from a released checkpoint: `model.init_from=SOURCE` (docs/inference.md).
 
 SOURCE is anything `load_model` reads: a transformers CLAP directory, a LAION-CLAP `.pt` (fused or not)
 or a clap_train `.ckpt`. `apply_init_from(cfg)` runs before anything is built and rewrites the config:
