@@ -19,7 +19,7 @@ from tests.inference.conftest import REPO, run_cli
 
 TINY = ["data.prepare.num_train=8", "data.prepare.num_val=60", "data.prepare.samples_per_shard=8",
         "data.prepare.duration=1.0", "model.clip_samples=16000", "data.batch_size=8", "data.num_workers=0", "~logger",
-        "optim.scheduler.warmup_steps=10"]
+        "module.scheduler.warmup_steps=10"]
 
 
 def compose_config(name: str, overrides: list[str]):
