@@ -2,7 +2,8 @@
 
 1. embed: the same audio files (44.1 kHz stereo wav, 10 s) and the same weights (a random transformers
    `ClapModel` with laion/clap-htsat-unfused's config, saved and loaded by both sides). transformers:
-   soundfile decode, channel mean, torchaudio resample to 48 kHz, `ClapProcessor` + `get_audio_features`
+   soundfile decode, channel mean, torchaudio resample to 48 kHz, `ClapFeatureExtractor` (the audio half of
+   `ClapProcessor`) + `get_audio_features`
    per batch. clap_train: `embed_entries` (DataLoader workers decode, resample and crop; the log-mel on
    the model's device). Same batch size, same process, timed after a warm-up batch; clips/s and the ratio.
 2. search: `clap_train.inference.search.top_k` over N random unit-norm 512-d rows (1M: 2 GB), one text
@@ -23,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from transformers import ClapConfig, ClapModel, ClapProcessor
+from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
 from clap_train.checkpoints.load import load_model
 from clap_train.export import export_hf
@@ -42,7 +43,7 @@ def write_clips(folder: Path, num_clips: int, seconds: float = 10.0, rate: int =
     return paths
 
 
-def transformers_embed(model: ClapModel, processor: ClapProcessor, paths: list[Path], batch: int,
+def transformers_embed(model: ClapModel, processor: ClapFeatureExtractor, paths: list[Path], batch: int,
                        device: torch.device) -> np.ndarray:
     rows = []
     for start in range(0, len(paths), batch):
@@ -50,7 +51,7 @@ def transformers_embed(model: ClapModel, processor: ClapProcessor, paths: list[P
         for path in paths[start:start + batch]:
             wave, rate = sf.read(path, dtype="float32", always_2d=True)
             waves.append(AF.resample(torch.from_numpy(wave.mean(axis=1)), rate, 48000).numpy())
-        inputs = processor(audio=waves, sampling_rate=48000, return_tensors="pt")
+        inputs = processor(waves, sampling_rate=48000, return_tensors="pt")
         with torch.no_grad():
             output = model.get_audio_features(input_features=inputs["input_features"].to(device))
         rows.append((output if isinstance(output, torch.Tensor) else output.pooler_output).cpu().numpy())
@@ -65,11 +66,8 @@ def bench_embed(args, device: torch.device) -> dict:
         hf.save_pretrained(tmp / "hf")
         export_hf(load_model(tmp / "hf"), tmp / "hf")  # preprocessor_config.json matching the front end
         hf = ClapModel.from_pretrained(tmp / "hf").eval().to(device)
-        processor = ClapProcessor.from_pretrained(tmp / "hf") if (tmp / "hf" / "tokenizer.json").is_file() else None
-        if processor is None:
-            from transformers import ClapFeatureExtractor
-
-            processor = ClapFeatureExtractor.from_pretrained(tmp / "hf")
+        # ClapProcessor's audio half (the directory has no tokenizer): what ClapProcessor(audio=...) calls
+        processor = ClapFeatureExtractor.from_pretrained(tmp / "hf")
         ours = load_model(tmp / "hf").to(device)
         paths = write_clips(tmp, args.clips + args.batch)
         warm, timed = paths[:args.batch], paths[args.batch:]
