@@ -8,7 +8,7 @@
 set -euo pipefail
 BASE=${SLURM_BASE:?set SLURM_BASE to a directory for the cluster}
 BASE=$(mkdir -p "$BASE" && cd "$BASE" && pwd)
-CPUS=${SLURM_CPUS:-$(nproc)}
+CPUS=${SLURM_CPUS:-$(getconf _NPROCESSORS_ONLN)}   # not nproc: it honours OMP_NUM_THREADS
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024 / 2)}' /proc/meminfo)   # must not exceed real memory, or the node drains
 
 for pid_file in "$BASE/munge/munged.pid" "$BASE/run/slurmctld.pid" "$BASE/run/slurmd.pid"; do

@@ -45,11 +45,24 @@ from data_pipelines.shards import ShardWriter, encode_flac, expand_shards
 RATE, CLIP_SAMPLES = 48000, 480000
 
 
-def make_clips(num_clips: int, seconds: float) -> list[np.ndarray]:
+def make_clips(num_clips: int, seconds: float, rate: int = RATE) -> list[np.ndarray]:
+    """`num_clips` float32 clips of a random tone plus noise, `seconds` long at `rate`."""
     rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * RATE)) / RATE
+    t = np.arange(int(seconds * rate)) / rate
     return [(0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) + 0.05 * rng.standard_normal(len(t)))
             .astype(np.float32) for _ in range(num_clips)]
+
+
+def crop_and_log_mel(clips, frontend: LogMelFrontend, clip_samples: int, batch_size: int, rng) -> None:
+    """The unfused training layout: crop / pad each clip on the CPU (rand_trunc, repeatpad), stack a batch,
+    copy it to the front end's device and take the batched log-mel there; a CUDA device is synchronised."""
+    device = frontend.window.device
+    for i in range(0, len(clips), batch_size):
+        waves = [crop_or_pad(c, clip_samples, "rand_trunc", "repeatpad", rng)[0] for c in clips[i:i + batch_size]]
+        with torch.no_grad():
+            frontend(torch.stack(waves).to(device, non_blocking=True))  # (B, 1, T, n_mels)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def interleaved_rates(paths: dict, rounds: int = 5) -> dict[str, float]:
@@ -99,20 +112,13 @@ def main() -> None:
         return lambda: [extractors[truncation](c, sampling_rate=RATE, return_tensors="pt") for c in clips]
 
     def features_rand_trunc():
-        for i in range(0, len(clips), args.batch_size):
-            waves = [crop_or_pad(c, CLIP_SAMPLES, "rand_trunc", "repeatpad", rng)[0] for c in clips[i:i + args.batch_size]]
-            with torch.no_grad():
-                slaney(torch.stack(waves))  # (B, 1, 1001, 64)
+        crop_and_log_mel(clips, slaney, CLIP_SAMPLES, args.batch_size, rng)
 
     device = torch.device(args.device)
     device_frontend = LogMelFrontend(RATE, 1024, 480, 64, 50, 14000, "slaney", "slaney").to(device)
 
     def features_on_device():
-        for i in range(0, len(clips), args.batch_size):
-            waves = [crop_or_pad(c, CLIP_SAMPLES, "rand_trunc", "repeatpad", rng)[0] for c in clips[i:i + args.batch_size]]
-            with torch.no_grad():
-                device_frontend(torch.stack(waves).to(device, non_blocking=True))
-        torch.cuda.synchronize(device)
+        crop_and_log_mel(clips, device_frontend, CLIP_SAMPLES, args.batch_size, rng)
 
     def features_fusion():
         for c in clips:

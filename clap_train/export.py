@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -124,12 +125,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=("transformers", "onnx"), default="transformers",
                         help="onnx: audio_encoder.onnx + text_encoder.onnx (clap_train/export_onnx.py)")
     args = parser.parse_args(argv)
-    if args.format == "onnx":
-        from clap_train.export_onnx import export_onnx
+    try:
+        if args.format == "onnx":
+            from clap_train.export_onnx import export_onnx
 
-        out = export_onnx(load_model(args.checkpoint), args.out_dir)
-    else:
-        out = export_hf(load_model(args.checkpoint), args.out_dir)
+            out = export_onnx(load_model(args.checkpoint), args.out_dir)
+        else:
+            out = export_hf(load_model(args.checkpoint), args.out_dir)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:  # bad input: one line, no traceback
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"clap_train.export: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
 
 

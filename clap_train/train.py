@@ -12,9 +12,13 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clap_train.checkpoints.build import check_model_config, stored_model_config
+from clap_train.checkpoints.load import load_model
 from clap_train.checkpoints.pretrained import init_towers
+from clap_train.checkpoints.state_dict import read_checkpoint_file
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
+from clap_train.training.distill import check_distill_config, with_distillation
 from clap_train.training.init_from import apply_init_from, load_init_weights
 from clap_train.training.resume import checkpoint_step, resolve_resume_checkpoint, wandb_resume_overrides
 from clap_train.training.strategy import FSDP2Strategy
@@ -38,7 +42,13 @@ def build(cfg: DictConfig):
     init_towers(model, audio_encoder=init.get("audio_encoder"), text_encoder=init.get("text_encoder"))
     # a partial of the module config, completed with the built objects (passed through instantiate, Hydra
     # would recurse into the run config's own `_target_`s)
-    module = instantiate(cfg.module, _partial_=True)(model=model, loss=instantiate(cfg.loss),
+    loss = instantiate(cfg.loss)
+    distill = cfg.get("distill")
+    if distill:  # +distill.teacher=SOURCE: the configured loss plus a KL term to a frozen teacher
+        check_distill_config(distill)
+        loss = with_distillation(loss, load_model(str(distill.teacher)), float(distill.get("weight", 1.0)),
+                                 cfg.model.frontend.sample_rate, cfg.data.get("tokenizer"))
+    module = instantiate(cfg.module, _partial_=True)(model=model, loss=loss,
                                                      val_names=datamodule.val_names, zeroshot=zeroshot,
                                                      run_config=OmegaConf.to_container(cfg, resolve=True))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [RunMetadata()]
@@ -57,6 +67,19 @@ def check_accumulation(contrastive_accumulation: int, trainer: L.Trainer) -> Non
             and getattr(trainer.precision_plugin, "scaler", None) is not None):
         raise ValueError("module.contrastive_accumulation > 1 under FSDP needs a precision without fp16 loss "
                          f"scaling (bf16-mixed, bf16-true or 32-true), got trainer.precision={trainer.precision}")
+
+
+def check_resume_checkpoint(path: Path) -> None:
+    """Refuse, in one line naming the file, a checkpoint to resume from that torch cannot read safely or
+    whose stored model config is not one clap_train builds (`checkpoints.build`): the same allow-list as
+    `load_model`, for `resume=PATH`, `resume=wandb://...` downloads and the run directory's own files.
+    A sharded (DCP) checkpoint directory is checked through its `meta.pt`."""
+    path = Path(path)
+    checkpoint = read_checkpoint_file(path / "meta.pt" if path.is_dir() else path)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict)")  # noqa: TRY004
+    if checkpoint.get("clap_train_config") is not None:
+        check_model_config(stored_model_config(checkpoint, str(path)), str(path))
 
 
 def check_best_metric(best_metric: DictConfig, val_names: list[str], keys: list[str]) -> None:
@@ -109,11 +132,15 @@ def train(cfg: DictConfig) -> dict:
     if init_state is not None:
         load_init_weights(module.model, init_state, cfg.init_from.source)
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
+    if ckpt_path is not None:
+        check_resume_checkpoint(ckpt_path)
     before = None
     if ckpt_path is not None:
-        # the datamodule seeds the stream from trainer.global_step, so it continues instead of replaying
+        # the datamodule positions its stream from the restored global step: the epoch continues, no replay
         log.info("resuming from %s (global step %d)", ckpt_path, checkpoint_step(ckpt_path))
-    elif cfg.eval_before_training:
+    else:
+        log.info("starting fresh at step 0: no checkpoint in %s and no resume= given", run_dir)
+    if ckpt_path is None and cfg.eval_before_training:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]

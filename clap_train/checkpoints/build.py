@@ -49,24 +49,22 @@ def check_plain(value, path: str, source: str) -> None:
         raise UnsafeConfigError(f"{source}: {path}: {type(value).__name__} is not a plain config value")
 
 
-def _check_argument(value, path: str, source: str) -> None:
-    """A constructor argument: a plain scalar or a list of plain scalars (no nodes, no interpolations)."""
+def _check_argument(value, path: str, source: str, in_list: bool = False) -> None:
+    """A constructor argument: a plain scalar or a (nested) list of plain scalars; no nodes, no interpolations."""
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            if isinstance(item, (Mapping, list, tuple)):
-                where = f"{path}[{index}]"
-                if isinstance(item, Mapping) and "_target_" in item:
-                    raise UnsafeConfigError(f"{source}: {where}._target_: targets inside lists are not allowed")
-                raise UnsafeConfigError(f"{source}: {where}: only plain values are allowed inside lists")
-            _check_argument(item, f"{path}[{index}]", source)
+            _check_argument(item, f"{path}[{index}]", source, in_list=True)
     elif isinstance(value, Mapping):
-        where = f"{path}._target_" if "_target_" in value else path
-        raise UnsafeConfigError(f"{source}: {where}: a nested config is only allowed where the class takes a module")
+        if "_target_" in value:
+            where = "targets inside lists are not allowed" if in_list else "a nested config is only allowed where " \
+                "the class takes a module"
+            raise UnsafeConfigError(f"{source}: {path}._target_: {where}")
+        raise UnsafeConfigError(f"{source}: {path}: only plain values are allowed here (no mappings)")
     else:
         check_plain(value, path, source)
 
 
-def _build_node(node, path: str, allowed: dict[str, type], source: str) -> nn.Module:
+def _build_node(node, path: str, allowed: dict[str, type], source: str, build: bool = True) -> nn.Module | None:
     if not isinstance(node, Mapping):
         raise UnsafeConfigError(f"{source}: {path}: expected a config node with a _target_, got "
                                 f"{type(node).__name__}")
@@ -91,13 +89,15 @@ def _build_node(node, path: str, allowed: dict[str, type], source: str) -> nn.Mo
         if key not in parameters:
             raise UnsafeConfigError(f"{source}: {field}: {cls.__name__} takes no argument {key!r}")
         if key in nested:
-            kwargs[key] = _build_node(value, field, nested[key], source)
+            kwargs[key] = _build_node(value, field, nested[key], source, build)
         else:
             _check_argument(value, field, source)
             kwargs[key] = value
     missing = [name for name in nested if name not in kwargs]
     if missing:
         raise UnsafeConfigError(f"{source}: {path}.{missing[0]}: missing (a config node with a _target_)")
+    if not build:
+        return None
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -116,6 +116,12 @@ def build_model_from_config(config: Mapping, source: str, path: str = "model") -
             interpolation, naming the field. ValueError: a constructor refused a value (naming the field).
     """
     return _build_node(config, path, MODELS, source)
+
+
+def check_model_config(config: Mapping, source: str, path: str = "model") -> None:
+    """Check a stored model config as `build_model_from_config` would, without building anything (cheap, for
+    checkpoints a launch resumes from). Raises UnsafeConfigError naming the field."""
+    _build_node(config, path, MODELS, source, build=False)
 
 
 def stored_model_config(checkpoint, source: str) -> Mapping:

@@ -27,6 +27,8 @@ from torch import nn
 from clap_train.checkpoints.hf_text import hf_text_to_roberta
 from clap_train.checkpoints.state_dict import read_state_dict
 from clap_train.models.audio.htsat import HTSATEncoder
+from clap_train.models.audio.whisper import WhisperEncoder
+from clap_train.models.text.modernbert import ModernBertEncoder
 from clap_train.models.text.roberta import RobertaEncoder
 
 log = logging.getLogger(__name__)
@@ -118,23 +120,72 @@ def load_pretrained_htsat(encoder: nn.Module, path: str | Path) -> InitReport:
     return load_matching(encoder, state, str(path), skipped=outside)
 
 
+WHISPER_PREFIXES = ("model.encoder.", "encoder.")  # WhisperForConditionalGeneration, WhisperModel
+MODERNBERT_PREFIX = "model."  # ModernBertForMaskedLM nests the encoder here
+
+
+def _read_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A transformers directory's weights, or one .safetensors / torch file (weights_only)."""
+    if path.is_dir():
+        return read_state_dict(path)
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"pretrained {what}: {path} does not exist")
+
+
+def _load_prefixed(encoder: nn.Module, path: str | Path, prefixes: tuple[str, ...], what: str) -> InitReport:
+    """Copy the tensors under the first of `prefixes` the file uses (or all, unprefixed) into `encoder`;
+    the file's other keys are reported as skipped."""
+    state = _read_weights(Path(path), what)
+    prefix = next((p for p in prefixes if any(k.startswith(p) for k in state)), "")
+    encoder_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    outside = [k for k in state if not k.startswith(prefix)]
+    return load_matching(encoder, encoder_state, str(path), skipped=outside)
+
+
+def load_pretrained_whisper(encoder: nn.Module, path: str | Path) -> InitReport:
+    """Initialise a `WhisperEncoder` from a transformers Whisper directory (or one weights file): the encoder's
+    tensors under `model.encoder.` or `encoder.` (or unprefixed), transformers' names; the decoder and
+    `proj_out` are skipped and reported. Raises FileNotFoundError, or ValueError (see `load_matching`)."""
+    return _load_prefixed(encoder, path, WHISPER_PREFIXES, "Whisper")
+
+
+def load_pretrained_modernbert(encoder: nn.Module, path: str | Path) -> InitReport:
+    """Initialise a `ModernBertEncoder` from a transformers ModernBERT directory (`ModernBertModel`, or
+    `ModernBertForMaskedLM` whose `model.` prefix is stripped and `head` / `decoder` skipped) or weights file.
+    Raises FileNotFoundError, or ValueError (see `load_matching`)."""
+    return _load_prefixed(encoder, path, (MODERNBERT_PREFIX,), "ModernBERT")
+
+
+# per tower slot: the tower classes a pretrained file can initialise, with their loaders
+INIT_LOADERS = {
+    "audio_encoder": {HTSATEncoder: load_pretrained_htsat, WhisperEncoder: load_pretrained_whisper},
+    "text_encoder": {RobertaEncoder: load_pretrained_roberta, ModernBertEncoder: load_pretrained_modernbert},
+}
+
+
 def init_towers(model: nn.Module, audio_encoder: str | None = None, text_encoder: str | None = None) -> list[InitReport]:
     """Initialise the towers of a freshly built `CLAPModel` from pretrained single-modality files (the
-    run config's `init.audio_encoder` / `init.text_encoder`; None leaves a tower as initialised).
+    run config's `init.audio_encoder` / `init.text_encoder`; None leaves a tower as initialised). The
+    loader follows the tower's class (`INIT_LOADERS`): HTSAT from an AudioSet checkpoint, Whisper from a
+    transformers Whisper directory, RoBERTa / XLM-R and ModernBERT from transformers directories.
 
     Raises:
-        ValueError: naming `init.<tower>` when that tower is not one the file format fits (HTSAT for
-            AudioSet checkpoints, RoBERTa for RoBERTa directories), or see `load_matching`.
+        ValueError: naming `init.<tower>` when the tower's class has no pretrained loader, or see
+            `load_matching`.
         FileNotFoundError: a missing file.
     """
     reports = []
-    for key, path, tower_class, load in (("audio_encoder", audio_encoder, HTSATEncoder, load_pretrained_htsat),
-                                         ("text_encoder", text_encoder, RobertaEncoder, load_pretrained_roberta)):
+    for key, path in (("audio_encoder", audio_encoder), ("text_encoder", text_encoder)):
         if not path:
             continue
         tower = getattr(model, key)
-        if not isinstance(tower, tower_class):
-            raise ValueError(f"init.{key}: initialises a {tower_class.__name__}, but model.{key} is a "  # noqa: TRY004 (a config error)
+        load = INIT_LOADERS[key].get(type(tower))
+        if load is None:
+            names = sorted(cls.__name__ for cls in INIT_LOADERS[key])
+            raise ValueError(f"init.{key}: initialises a {' or '.join(names)}, but model.{key} is a "
                              f"{type(tower).__name__}")
         try:
             reports.append(load(tower, path))

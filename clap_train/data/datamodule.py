@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from clap_train.data.pipeline import (
@@ -15,6 +16,7 @@ from clap_train.data.pipeline import (
     build_eval_dataset,
     count_samples,
     derive_seed,
+    ignore_stop_signals,
 )
 from clap_train.data.shard_format import expand_shards
 from clap_train.data.stages import Collate, SkipCounter, sample_stages
@@ -48,8 +50,12 @@ class CLAPDataModule(L.LightningDataModule):
         augmented_fields: json fields holding the "augmented" captions (keyword_to_caption --field).
         frontend: the model's `LogMelFrontend` (the YAML interpolates `${model.frontend}`) or its
             `config()` dict: the fusion path builds the features with it in the workers; unused otherwise.
-        seed: base seed; each epoch's stream seed mixes it with the epoch and the global step, so
-            every epoch has a new order and a resumed run does not replay the batches it has seen.
+        seed: base seed; each epoch's stream seed mixes it with the epoch, so every epoch has a new
+            order. A run resumed mid-epoch continues that epoch's stream after the batches it trained on
+            (`train_start_batch`): the same batches as an uninterrupted run.
+        reseed_every_n_batches: each worker restarts its stream from a derived seed every N of its
+            batches; a resume draws and drops fewer than N batches per worker to reach its position,
+            and each restart reads `shuffle_buffer` samples more than it yields.
         prepare: optional callable run once on rank 0 before anything is read (builds demo data).
         multiprocessing_context: start method of data workers; "forkserver"/"spawn" avoid
             deadlocks of audio libraries in forked workers.
@@ -78,6 +84,7 @@ class CLAPDataModule(L.LightningDataModule):
         max_text_length: int = 77,
         shuffle_buffer: int = 1000,
         seed: int = 0,
+        reseed_every_n_batches: int = 200,
         multiprocessing_context: str | None = "forkserver",
         prepare: Callable[[], None] | None = None,
     ):
@@ -88,6 +95,8 @@ class CLAPDataModule(L.LightningDataModule):
             raise ValueError(f"data.clip_samples must be >= 1, got {clip_samples}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if reseed_every_n_batches < 1:
+            raise ValueError(f"data.reseed_every_n_batches must be >= 1, got {reseed_every_n_batches}")
         if epoch_samples is not None and epoch_samples < 1:
             raise ValueError(f"data.epoch_samples must be >= 1 or null, got {epoch_samples}")
         self.train_sources = [train_shards] if isinstance(train_shards, str) else list(train_shards)
@@ -110,6 +119,7 @@ class CLAPDataModule(L.LightningDataModule):
         except ValueError as exc:
             raise ValueError(f"data.{exc}") from None
         self.max_text_length, self.shuffle_buffer, self.seed = max_text_length, shuffle_buffer, seed
+        self.reseed_every_n_batches = reseed_every_n_batches
         self.multiprocessing_context = multiprocessing_context if num_workers > 0 else None
         self.prepare = prepare
 
@@ -152,11 +162,17 @@ class CLAPDataModule(L.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_seed(self) -> int:
-        """The stream seed of the coming epoch: (seed, epoch, global step) mixed, so each epoch and
-        each resume point (a restored global step) starts a fresh order."""
+        """The stream seed of the current epoch: (seed, epoch) mixed, so each epoch has its own order."""
         trainer = self.trainer
-        epoch, step = (trainer.current_epoch, trainer.global_step) if trainer is not None else (0, 0)
-        return derive_seed(self.seed, epoch, step)
+        return derive_seed(self.seed, trainer.current_epoch if trainer is not None else 0)
+
+    def train_start_batch(self) -> int:
+        """Batches of the current epoch this rank has trained on: 0 at an epoch start, the restored
+        position on resume (every epoch is `batches_per_rank` optimizer steps long)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return min(max(trainer.global_step - trainer.current_epoch * self.batches_per_rank, 0), self.batches_per_rank)
 
     @property
     def batches_per_rank(self) -> int:
@@ -172,9 +188,9 @@ class CLAPDataModule(L.LightningDataModule):
             self.train_urls, self.train_weights, sample_stages(**self.stage_args, train=True),
             Collate(self.tokenizer, skip), skip, self.batch_size,
             batches_per_worker(self.epoch_samples, self.batch_size, world, self.num_workers), self.shuffle_buffer,
-            rank, self.train_seed(),
+            rank, self.train_seed(), self.reseed_every_n_batches,
         )
-        return ReseedingLoader(stream, self.train_seed, num_workers=self.num_workers,
+        return ReseedingLoader(stream, self.train_seed, self.train_start_batch, num_workers=self.num_workers,
                                multiprocessing_context=self.multiprocessing_context)
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -188,7 +204,9 @@ class CLAPDataModule(L.LightningDataModule):
             skip = SkipCounter()
             dataset = build_eval_dataset(urls, sample_stages(**self.stage_args, train=False), Collate(self.tokenizer, skip),
                                          skip, self.val_batch_size, rank, world, workers, f"data.val_shards.{name}")
-            loaders.append(DataLoader(dataset, batch_size=None, num_workers=workers,
+            # own generator: creating a loader must not draw from the global torch RNG (exact resume)
+            loaders.append(DataLoader(dataset, batch_size=None, num_workers=workers, generator=torch.Generator(),
+                                      worker_init_fn=ignore_stop_signals,
                                       multiprocessing_context=self.multiprocessing_context if workers else None))
         return loaders
 

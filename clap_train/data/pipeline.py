@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -115,34 +116,60 @@ class SeededShuffle:
 class TrainStream(IterableDataset):
     """Training batches of one rank: in each dataloader worker, `batches_per_worker` full batches.
 
+    The epoch is a pure function of (seed, rank, worker slot): a worker's batches come in segments of
+    `reseed_every` (None: one segment), each drawn by a pipeline seeded from (seed, rank, slot, segment).
+    `set_position(seed, start)` makes the next iteration continue an epoch after its first `start` batches
+    on this rank (a resume): the loader's round robin over its workers is rotated so batch `start` comes
+    first, and each worker enters its segment by drawing and dropping the batches before its position
+    (fewer than `reseed_every` per worker). Iterated without a DataLoader, the stream is one worker.
+
     Args:
         sources: shard URL lists, one per source. weights: sampling weight per source (None: equal).
-        stages: per-sample stages (`stages.sample_stages`); stages with `set_seed` are reseeded per worker.
+        stages: per-sample stages (`stages.sample_stages`); stages with `set_seed` are reseeded per segment.
         collate: builds the batch. skip: the exception handler counting bad samples.
         batch_size, batches_per_worker, shuffle_buffer: stream geometry.
         rank: this process's rank, fixed at construction (spawned workers cannot ask torch.distributed).
-        seed: base seed; `set_seed` changes it (the datamodule does so before every epoch).
+        seed: base seed; `set_seed`/`set_position` change it (the datamodule does so before every epoch).
+        reseed_every: batches per worker between reseeds (bounds what a resume draws and drops).
     """
 
     def __init__(self, sources: list[list[str]], weights: list[float] | None, stages: list, collate: Collate,
                  skip: SkipCounter, batch_size: int, batches_per_worker: int, shuffle_buffer: int, rank: int,
-                 seed: int = 0):
+                 seed: int = 0, reseed_every: int | None = None):
         super().__init__()
         if batch_size < 1 or batches_per_worker < 1:
             raise ValueError(f"batch_size and batches_per_worker must be >= 1, got {batch_size}, {batches_per_worker}")
+        if reseed_every is not None and reseed_every < 1:
+            raise ValueError(f"reseed_every must be >= 1 or None, got {reseed_every}")
         MixSources(sources, weights, 0)  # validates weights
         self.sources, self.weights, self.stages = [list(s) for s in sources], weights, stages
         self.collate, self.skip = collate, skip
         self.batch_size, self.batches_per_worker, self.shuffle_buffer = batch_size, batches_per_worker, shuffle_buffer
-        self.rank, self.seed = rank, seed
+        self.rank, self.seed, self.start = rank, seed, 0
+        self.reseed_every = reseed_every or batches_per_worker
 
     def set_seed(self, seed: int) -> None:
-        self.seed = seed
+        self.set_position(seed, 0)
+
+    def set_position(self, seed: int, start: int = 0) -> None:
+        """The next iteration yields the epoch of `seed` from its batch `start` on (0: the whole epoch)."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        self.seed, self.start = seed, start
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        base = derive_seed(self.seed, self.rank, worker)
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # batch b of the epoch comes from worker slot b % workers, as that slot's batch b // workers
+        slot, first = (self.start + worker) % workers, (self.start + worker) // workers
+        per_segment = self.reseed_every
+        for segment in range(first // per_segment, math.ceil(self.batches_per_worker / per_segment)):
+            begin = segment * per_segment
+            end = min(begin + per_segment, self.batches_per_worker)
+            batches = self._segment(derive_seed(self.seed, self.rank, slot, segment))
+            yield from itertools.islice(batches, max(first - begin, 0), end - begin)
+
+    def _segment(self, base: int) -> Iterator[dict]:
         for i, stage in enumerate(self.stages):
             if hasattr(stage, "set_seed"):
                 stage.set_seed(derive_seed(base, 1, i))
@@ -156,7 +183,7 @@ class TrainStream(IterableDataset):
             *[wds.map(stage, handler=self.skip) for stage in self.stages],
             wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
         )
-        return itertools.islice(iter(pipeline), self.batches_per_worker)
+        return iter(pipeline)
 
 
 def open_shards(src: Iterator[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
@@ -185,19 +212,38 @@ def _tar_samples(src: Iterator[dict], handler: Callable[[Exception], bool]) -> I
 tar_samples = wds.pipelinefilter(_tar_samples)  # wds.tarfile_to_samples with `open_shards`
 
 
-class ReseedingLoader(DataLoader):
-    """DataLoader that sets its `TrainStream`'s seed from `seed_fn()` each time it is iterated.
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: workers ignore SIGTERM, SIGINT and SIGUSR1, which a terminal's Ctrl-C or
+    `scancel` send to the whole process group. The main process saves a checkpoint on them
+    (`clap_train.training.preemption`) and ends its workers itself; a worker killed under it would make
+    torch raise in the middle of that save."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
 
-    Lightning iterates the training loader once per epoch; with non-persistent workers the stream
-    is pickled into fresh workers after the reseed, so every epoch (and a resumed run) gets its own order.
+
+class ReseedingLoader(DataLoader):
+    """DataLoader that positions its `TrainStream` from `seed_fn()` and `start_fn()` each time it is iterated.
+
+    Lightning iterates the training loader once per epoch (and once on resume); with non-persistent
+    workers the stream is pickled into fresh workers after `set_position`, so every epoch gets its own
+    order and a resumed epoch continues where it stopped. Its length is the whole epoch's batch count, a
+    resumed iteration yields the rest of it. The loader draws its workers' base seed from a generator of
+    its own (seeded from the stream seed), so creating it leaves the global torch RNG untouched.
     """
 
-    def __init__(self, dataset: TrainStream, seed_fn: Callable[[], int], **kwargs):
-        super().__init__(dataset, batch_size=None, persistent_workers=False, **kwargs)
-        self.seed_fn = seed_fn
+    def __init__(self, dataset: TrainStream, seed_fn: Callable[[], int], start_fn: Callable[[], int] | None = None,
+                 **kwargs):
+        super().__init__(dataset, batch_size=None, persistent_workers=False, generator=torch.Generator(),
+                         worker_init_fn=ignore_stop_signals, **kwargs)
+        self.seed_fn, self.start_fn = seed_fn, start_fn
+
+    def __len__(self) -> int:
+        return max(self.num_workers, 1) * self.dataset.batches_per_worker
 
     def __iter__(self):
-        self.dataset.set_seed(self.seed_fn())
+        seed = self.seed_fn()
+        self.dataset.set_position(seed, self.start_fn() if self.start_fn is not None else 0)
+        self.generator.manual_seed(seed)
         return super().__iter__()
 
 

@@ -10,9 +10,17 @@ that saw the whole global batch (see docs/losses.md for the derivation):
 - local_loss=False: every rank computes L itself on the gathered (N, N) logits; the returned value is L.
 - local_loss=True: rank r computes only its B rows of each direction against all N columns, (B, N)
   logits, labels offset by r * B. The returned value L_r is per rank and mean_r(L_r) = L.
+
+Hard negatives (`hard_negative_beta` = beta > 0, HN-NCE of Radenovic et al. 2023): in each row's softmax
+the negatives j != i are weighted by w_ij = (C - 1) * exp(beta * l_ij) / sum_{k != i} exp(beta * l_ik),
+C the number of columns and l the scaled logits, so negatives similar to the anchor count more. This is a
+cross-entropy on the logits l_ij + log w_ij (`hard_negative_logits`); the weights are row-wise and carry
+gradient (the paper's formula as written), so both modes above stay exact. beta = 0 is plain InfoNCE.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +38,17 @@ def check_paired(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
         )
 
 
+def hard_negative_logits(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """(R, C) scaled logits, positive of row r at column labels[r] -> (R, C) logits whose cross-entropy
+    with `labels` is HN-NCE: negatives shifted by log w_rj (module docstring). beta = 0 returns `logits`."""
+    if beta == 0 or logits.shape[1] < 2:  # no negatives to weight
+        return logits
+    positive = F.one_hot(labels, logits.shape[1]).bool()  # (R, C)
+    negatives = (beta * logits).masked_fill(positive, float("-inf"))  # (R, C)
+    log_weights = math.log(logits.shape[1] - 1) + beta * logits - negatives.logsumexp(dim=1, keepdim=True)
+    return torch.where(positive, logits, logits + log_weights)
+
+
 class ClipLoss(nn.Module):
     """0.5 * [CE(audio->text) + CE(text->audio)] over features gathered from every rank.
 
@@ -41,6 +60,8 @@ class ClipLoss(nn.Module):
             factor, which shrinks the encoder gradient by 1/world_size) and saves the backward all-reduce.
         local_loss: compute only the local rows of the logits against all gathered columns (B, N) instead of
             the full (N, N) matrix; labels are offset by rank * B.
+        hard_negative_beta: HN-NCE concentration beta >= 0 (module docstring); 0 is plain InfoNCE, the
+            paper's CLIP runs use 0.5.
 
     Forward takes the local rank's unit-norm `audio_embeds`, `text_embeds` (B, D), the same B on every
     rank, and the raw (log) `logit_scale_a` (1 element). `logit_scale_t` is accepted for the common loss
@@ -48,22 +69,27 @@ class ClipLoss(nn.Module):
 
     Raises:
         ValueError: local_loss=True with gather_with_grad=False (the gradient through the other ranks'
-            columns would be lost, so the result would not be the big-batch gradient).
+            columns would be lost, so the result would not be the big-batch gradient); hard_negative_beta
+            negative or not finite.
     """
 
-    def __init__(self, gather_with_grad: bool = True, local_loss: bool = False):
+    def __init__(self, gather_with_grad: bool = True, local_loss: bool = False, hard_negative_beta: float = 0.0):
         super().__init__()
         if local_loss and not gather_with_grad:
             raise ValueError(
                 "local_loss=True requires gather_with_grad=True: without it the other ranks' columns carry no "
                 "gradient and the loss no longer trains on the global batch"
             )
+        if not (math.isfinite(hard_negative_beta) and hard_negative_beta >= 0):
+            raise ValueError(f"hard_negative_beta must be a finite number >= 0, got {hard_negative_beta}")
+        self.hard_negative_beta = float(hard_negative_beta)
         self.gather_with_grad = gather_with_grad
         self.local_loss = local_loss
         self._labels: dict[tuple[torch.device, int, int], torch.Tensor] = {}
 
     def extra_repr(self) -> str:
-        return f"gather_with_grad={self.gather_with_grad}, local_loss={self.local_loss}"
+        return (f"gather_with_grad={self.gather_with_grad}, local_loss={self.local_loss}, "
+                f"hard_negative_beta={self.hard_negative_beta}")
 
     def _gather(self, x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
         """(B, D) local -> (N, D) rows of every rank, rank-major."""
@@ -100,4 +126,7 @@ class ClipLoss(nn.Module):
             logits_per_audio = scale * all_audio @ all_text.T  # (N, N)
             logits_per_text = logits_per_audio.T
             labels = self._cached_labels(audio_embeds.device, all_audio.shape[0], 0)
+        beta = self.hard_negative_beta
+        logits_per_audio = hard_negative_logits(logits_per_audio, labels, beta)
+        logits_per_text = hard_negative_logits(logits_per_text, labels, beta)
         return 0.5 * (F.cross_entropy(logits_per_audio, labels) + F.cross_entropy(logits_per_text, labels))

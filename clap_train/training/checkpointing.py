@@ -16,7 +16,10 @@ import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +31,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 import clap_train
+from clap_train.training.preemption import STOP_SIGNALS, StopFlag, parse_signals, requeue_slurm_job, slurm_job_id
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +98,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class LastCheckpoint(ModelCheckpoint):
     """`<dirpath>/last.ckpt` every `every_n_steps` optimizer steps or every `every_n_minutes`, whichever
-    comes first, and once more when training ends (so relaunching a finished run does not retrain).
-    Each save removes the older pre-emption checkpoints `hpc_ckpt_*.ckpt` (see
-    `remove_superseded_hpc_checkpoints`).
+    comes first, once more when training ends (so relaunching a finished run does not retrain), and
+    after the step during which one of `stop_signals` arrived (`clap_train.training.preemption`): then
+    every rank saves, a SIGUSR1 under Slurm requeues the job, and the process exits with 128 + the
+    signal number (SIGTERM 143, SIGINT 130, SIGUSR1 138). Each save removes the older pre-emption
+    checkpoints `hpc_ckpt_*.ckpt` (see `remove_superseded_hpc_checkpoints`).
 
-    The time trigger is decided on rank 0 and broadcast, so all ranks save together.
+    The time trigger is decided on rank 0 and broadcast, and a signal on any rank stops all ranks
+    (one boolean all-reduce per step under DDP/FSDP), so all ranks save together. A signal that
+    arrives during validation is acted on after the next training step.
 
     Raises:
-        ValueError: `every_n_steps` < 1 or `every_n_minutes` <= 0.
+        ValueError: `every_n_steps` < 1, `every_n_minutes` <= 0 or an unknown name in `stop_signals`.
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int = 1000, every_n_minutes: float | None = None):
+    def __init__(self, dirpath: str, every_n_steps: int = 1000, every_n_minutes: float | None = None,
+                 stop_signals: list[str] | None = STOP_SIGNALS):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         if every_n_minutes is not None and every_n_minutes <= 0:
@@ -115,8 +124,66 @@ class LastCheckpoint(ModelCheckpoint):
         # on_train_batch_end saves when either fires: set the time trigger after construction.
         if every_n_minutes is not None:
             self._train_time_interval = timedelta(minutes=every_n_minutes)
+        self.stop = StopFlag(parse_signals(stop_signals, "callbacks.last.stop_signals"))
+        self._exit_code: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # before Lightning's signal connector: it then leaves SIGUSR1 to us (no mid-step hpc_ckpt save)
+        if stage == "fit" and threading.current_thread() is threading.main_thread():
+            self.stop.install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # Lightning wrapped SIGTERM with its own handler (which broadcasts inside the handler): take it back
+        if threading.current_thread() is threading.main_thread():
+            self.stop.install()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self.stop.signals or not trainer.strategy.reduce_boolean_decision(self.stop.received is not None,
+                                                                                 all=False):
+            return
+        signum = self.stop.received or signal.SIGTERM  # another rank got it
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        requeued = signum == signal.SIGUSR1 and (job := slurm_job_id()) is not None
+        if requeued and trainer.is_global_zero:
+            requeue_slurm_job(job)
+        if trainer.is_global_zero:
+            print(f"clap_train: {signum.name} at step {trainer.global_step}: saved {self.last_model_path}; "
+                  + ("the Slurm job is requeued and resumes there" if requeued
+                     else "relaunch the same command to resume"), file=sys.stderr, flush=True)
+        self._exit_code = 128 + int(signum)
+
+    # Exit at the first hook after the step's own logging (Lightning logs the step's metrics after
+    # on_train_batch_end), before any more training or validation.
+    def _exit_if_stopped(self) -> None:
+        if self._exit_code is not None:
+            raise SystemExit(self._exit_code)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._exit_if_stopped()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_start(trainer, pl_module)
+        self._exit_if_stopped()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._exit_if_stopped()
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self.stop.restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        if stage == "fit":
+            self.stop.restore()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._exit_if_stopped()
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 

@@ -71,6 +71,7 @@ def contrastive_accumulation_step(
     logit_scale_t: torch.Tensor | None = None,
     backward: Callable[[torch.Tensor], None] | None = None,
     no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
+    loss_kwargs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Accumulate into `.grad` the gradient of `loss_fn` on all `chunks` at once; return the loss, detached.
 
@@ -88,6 +89,7 @@ def contrastive_accumulation_step(
         no_sync: a context-manager factory under which chunks 0..K-2 are re-encoded and backpropagated
             without the DDP gradient all-reduce (in Lightning: `self.trainer.strategy.block_backward_sync`;
             in plain torch: `ddp_model.no_sync`); the last chunk's backward then all-reduces the sum.
+        loss_kwargs: extra keyword inputs of `loss_fn` for the whole (concatenated) batch, e.g. `pair_ids`.
 
     Returns:
         The loss of step (b), detached: exactly what `loss_fn` returns for the concatenated batch (per rank
@@ -100,6 +102,7 @@ def contrastive_accumulation_step(
     if len(chunks) == 0:
         raise ValueError("chunks must hold at least one micro-batch")
     backward = backward or _default_backward
+    loss_kwargs = loss_kwargs or {}
 
     # (a) embeddings of every chunk, no graph; the RNG state before each chunk is kept for pass (c)
     rng_states, audio_parts, text_parts = [], [], []
@@ -115,12 +118,13 @@ def contrastive_accumulation_step(
     all_audio = torch.cat(audio_parts).requires_grad_()  # (B, D)
     all_text = torch.cat(text_parts).requires_grad_()  # (B, D)
     if isinstance(logit_scale_a, DTensor):  # FSDP2: the gradients of the loss side are applied here
-        all_grads, loss = _sharded_loss_backward(loss_fn, all_audio, all_text, logit_scale_a, logit_scale_t)
+        all_grads, loss = _sharded_loss_backward(loss_fn, all_audio, all_text, logit_scale_a, logit_scale_t,
+                                                 **loss_kwargs)
         loss_param_grads = []
     else:
         loss_params = _loss_parameters(loss_fn, logit_scale_a, logit_scale_t)
         with torch.enable_grad():
-            loss = loss_fn(all_audio, all_text, logit_scale_a, logit_scale_t)
+            loss = loss_fn(all_audio, all_text, logit_scale_a, logit_scale_t, **loss_kwargs)
             grads = torch.autograd.grad(loss, [all_audio, all_text, *loss_params], allow_unused=True)
         all_grads = grads[:2]
         loss_param_grads = [(param, grad) for param, grad in zip(loss_params, grads[2:]) if grad is not None]
@@ -146,7 +150,8 @@ def contrastive_accumulation_step(
 
 
 def _sharded_loss_backward(loss_fn: LossFn, all_audio: torch.Tensor, all_text: torch.Tensor,
-                           *logit_scales: torch.Tensor | None) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+                           *logit_scales: torch.Tensor | None,
+                           **loss_kwargs: Any) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Step (b) under FSDP2: ((d loss / d audio, d loss / d text), loss). The loss runs on full copies of the
     sharded logit scales and is backpropagated for real, so an FSDP2-wrapped loss module reduce-scatters its
     own parameters' gradients; each scale's gradient is averaged over ranks (FSDP2's reduction) and its
@@ -154,7 +159,7 @@ def _sharded_loss_backward(loss_fn: LossFn, all_audio: torch.Tensor, all_text: t
     leaves = [None if scale is None else scale.full_tensor().detach().requires_grad_(scale.requires_grad)
               for scale in logit_scales]
     with torch.enable_grad():
-        loss = loss_fn(all_audio, all_text, *leaves)
+        loss = loss_fn(all_audio, all_text, *leaves, **loss_kwargs)
         loss.backward()
     for scale, leaf in zip(logit_scales, leaves):
         if leaf is None or leaf.grad is None:

@@ -15,7 +15,7 @@ from clap_train.evaluation.collect import EmbeddingCollector
 from clap_train.evaluation.tasks import SetResult, TextEmbedder, ZeroShotTask, evaluate_set
 from clap_train.training.grad_cache import contrastive_accumulation_step, split_batch
 from clap_train.training.optim import param_groups, scale_learning_rates
-from clap_train.training.step import contrastive_step
+from clap_train.training.step import contrastive_step, loss_inputs
 
 MODEL_INPUT_KEYS = ("waveform", "features", "is_longer", "input_ids", "attention_mask")
 
@@ -90,7 +90,10 @@ class CLAPModule(L.LightningModule):
         parallelize(self.model, mesh, fsdp=mesh is not None,
                     activation_checkpointing=self.activation_checkpointing, compile=self.compile_backend)
         if mesh is not None and self.loss is not None:  # the loss is None when only evaluating
-            shard_module(self.loss, mesh)
+            teacher = getattr(self.loss, "teacher", None)  # distillation: sharded like the student, own root
+            if teacher is not None:
+                parallelize(teacher.model, mesh, fsdp=True)
+            shard_module(getattr(self.loss, "base", self.loss), mesh)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["clap_train_config"] = self.config
@@ -123,6 +126,7 @@ class CLAPModule(L.LightningModule):
             self.model.logit_scale_t,
             backward=self.manual_backward,  # AMP loss scaling and the strategy's backward hooks
             no_sync=getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext),
+            loss_kwargs=loss_inputs(self.loss, batch),
         )
         self.configure_gradient_clipping(optimizer)
         optimizer.step()

@@ -94,3 +94,19 @@ def test_export_rejects_non_htsat(tmp_path):
 
     with pytest.raises(TypeError, match="only HTSAT"):
         export_hf(instantiate(debug_model_config(False, preset="debug")), tmp_path)
+
+
+def test_export_cli_refuses_a_whisper_model_in_one_line(tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base=None):
+        config = OmegaConf.to_container(compose("train", overrides=["model=whisper_debug"]).model, resolve=True)
+    model = instantiate(config)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"clap_train_config": {"model": config}, "state_dict": state}, tmp_path / "whisper.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "whisper.ckpt"), str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    assert "WhisperEncoder" in capsys.readouterr().err and not (tmp_path / "hf").exists()

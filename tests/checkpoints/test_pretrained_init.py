@@ -80,7 +80,7 @@ def test_init_step_names_the_knob_and_old_checkpoints_with_init_paths_still_load
     assert len(report.loaded) > 0
     assert torch.equal(model.text_encoder.layers[1].ffn_in.weight,
                        roberta_dir[1]["roberta.encoder.layer.1.intermediate.dense.weight"])
-    with pytest.raises(ValueError, match="init.audio_encoder: initialises a HTSATEncoder, but model.audio_encoder"):
+    with pytest.raises(ValueError, match="init.audio_encoder: initialises a HTSATEncoder or WhisperEncoder, but model.audio_encoder"):
         init_towers(build_model_from_config(debug_model_config(False, "debug"), "test"), audio_encoder="x.ckpt")
     with pytest.raises(FileNotFoundError, match="init.audio_encoder"):
         init_towers(model, audio_encoder=str(tmp_path / "missing.ckpt"))

@@ -29,11 +29,12 @@ def _urls(directory) -> list[str]:
     return expand_shards(str(directory / "train-*.tar"))
 
 
-def _stream(tokenizer_path, sources, batch_size=4, per_worker=5, seed=0, rank=0, weights=None, shuffle=8, **stage_kw):
+def _stream(tokenizer_path, sources, batch_size=4, per_worker=5, seed=0, rank=0, weights=None, shuffle=8,
+            reseed_every=None, **stage_kw):
     skip = SkipCounter()
     stages = sample_stages(SAMPLE_RATE, CLIP_SAMPLES, **stage_kw)
     return TrainStream(sources, weights, stages, Collate(CaptionTokenizer(tokenizer_path, 77), skip), skip,
-                       batch_size, per_worker, shuffle, rank, seed)
+                       batch_size, per_worker, shuffle, rank, seed, reseed_every)
 
 
 def _eval(tokenizer_path, urls, rank=0, world=1, workers=0, batch_size=4):
@@ -101,6 +102,24 @@ def test_reseeding_loader_gives_each_epoch_a_new_order(tokenizer_path, source_a)
     loader = ReseedingLoader(_stream(tokenizer_path, [_urls(source_a)]), lambda: next(epochs))
     orders = [_keys(loader) for _ in range(3)]
     assert len({tuple(o) for o in orders}) == 3 and all(len(o) == 20 for o in orders)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_positioned_loader_continues_the_epoch(tokenizer_path, source_a, workers):
+    """Started at batch s (a resume), the loader yields exactly the epoch's batches s, s+1, ...: same keys
+    and crops, its workers rotated, each dropping what precedes its position in a 2-batch segment."""
+    def epoch(start):
+        stream = _stream(tokenizer_path, [_urls(source_a)], per_worker=5, seed=7, reseed_every=2)
+        loader = ReseedingLoader(stream, lambda: 7, lambda: start, num_workers=workers,
+                                 multiprocessing_context="forkserver" if workers else None)
+        return [(b["key"], b["waveform"]) for b in loader], len(loader)
+
+    full, length = epoch(0)
+    assert length == len(full) == 5 * max(workers, 1)
+    for start in (1, 4) if workers else (2, 3, 5):
+        resumed, _ = epoch(start)
+        assert [k for k, _ in resumed] == [k for k, _ in full[start:]]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(resumed, full[start:], strict=True))
 
 
 def test_one_shard_two_ranks_two_workers_equal_batches(tokenizer_path, one_shard):

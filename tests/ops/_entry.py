@@ -29,10 +29,13 @@ def clean_env(root: Path, **extra: str) -> dict:
     return env
 
 
-def start_entry(root: Path, *overrides: str, log: Path, **env: str) -> subprocess.Popen:
+def start_entry(root: Path, *overrides: str, log: Path, new_session: bool = False, **env: str) -> subprocess.Popen:
+    """`python -m clap_train` in the background; `new_session`: in a process group of its own (with its data
+    workers), so a test can signal the group as a terminal's Ctrl-C or `scancel` do."""
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "clap_train", *TINY_DEMO, *overrides], cwd=REPO,
-                                env=clean_env(root, **env), stdout=out, stderr=subprocess.STDOUT)
+                                env=clean_env(root, **env), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=new_session)
 
 
 def run_entry(root: Path, *overrides: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:

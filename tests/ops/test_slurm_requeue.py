@@ -71,39 +71,92 @@ def wait_completed(jobcomp: Path, job_id: str, log: Path, timeout_s: float) -> N
     wait_for(finished, timeout_s, f"job {job_id} COMPLETED in {jobcomp}", poll_s=1.0)
 
 
-def test_usr1_requeues_and_the_rerun_resumes(cluster, tmp_path):
-    base, env = cluster
+def submit_train(env: dict, tmp_path: Path, *sbatch: str, overrides: tuple[str, ...] = (), sleep_s: float = 0.5):
+    """slurm/train.sbatch at CPU size (one task, no GPU) with a probe recording each step; returns
+    (job id, run dir, job log, steps file). Everything after the script name goes to python -m clap_train."""
     env.update(CLAP_PYTHON=sys.executable, CLAP_ACCELERATOR="cpu")
     out_dir = tmp_path / "out"
-    out_dir.mkdir()
+    out_dir.mkdir(exist_ok=True)
     probe = ["+callbacks.probe._target_=tests.ops.probe.RecordBatches", f"+callbacks.probe.path={tmp_path}/b.jsonl",
-             "+callbacks.probe.sleep_s=0.5"]
-    # CPU-sized: one task, no GPU; everything after the script name goes to python -m clap_train
+             f"+callbacks.probe.sleep_s={sleep_s}"]
     job_id = slurm(env, "sbatch", "--parsable", "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1",
-                   "--time=15", f"--output={out_dir}/slurm-%j.out", str(REPO / "slurm" / "train.sbatch"),
-                   *TINY_DEMO, f"trainer.max_steps={MAX_STEPS}", "callbacks.last.every_n_steps=2", *probe).strip()
-    run_dir = tmp_path / "runs" / f"clap_train-{job_id}"
-    jobcomp = base / "log" / "jobcomp.txt"
-    log = out_dir / f"slurm-{job_id}.out"
-    wait_for((run_dir / "checkpoints" / "last.ckpt").is_file, 300, "the job's first checkpoint", poll_s=0.2)
-    slurm(env, "scancel", "--signal=USR1", job_id)  # what Slurm sends --signal=USR1@300 before the time limit
-    wait_completed(jobcomp, job_id, log, 300)
+                   f"--output={out_dir}/slurm-%j.out", *sbatch, str(REPO / "slurm" / "train.sbatch"),
+                   *TINY_DEMO, *overrides, *probe).strip()
+    return job_id, tmp_path / "runs" / f"clap_train-{job_id}", out_dir / f"slurm-{job_id}.out", tmp_path / "b.jsonl"
+
+
+def resumed_step(text: str, run_dir: Path) -> int:
+    resumed = re.search(rf"resuming from {re.escape(str(run_dir))}/checkpoints/last\.ckpt \(global step (\d+)\)", text)
+    assert resumed, text[-4000:]
+    return int(resumed.group(1))
+
+
+@pytest.mark.parametrize("scancel", [["--signal=USR1"], ["--signal=USR1", "--batch"]], ids=["tasks", "batch-shell"])
+def test_manual_usr1_requeues_and_the_rerun_resumes(cluster, tmp_path, scancel):
+    """`scancel --signal=USR1` reaches the tasks; with `--batch` only the batch shell, which forwards it."""
+    base, env = cluster
+    job_id, run_dir, log, steps_file = submit_train(
+        env, tmp_path, "--time=15", overrides=(f"trainer.max_steps={MAX_STEPS}", "callbacks.last.every_n_steps=1000"))
+    wait_for(lambda: steps_file.is_file() and len(steps_file.read_text().splitlines()) >= 3, 300,
+             "the job's third step", poll_s=0.2)
+    slurm(env, "scancel", *scancel, job_id)
+    wait_completed(base / "log" / "jobcomp.txt", job_id, log, 300)
 
     assert "Restarts=1" in slurm(env, "scontrol", "show", "job", job_id)
     text = log.read_text()
     assert f"clap_train: job {job_id} restart 0" in text and f"clap_train: job {job_id} restart 1" in text
-    assert "Handling auto-requeue signal" in text
-    resumed = re.search(rf"resuming from {re.escape(str(run_dir))}/hpc_ckpt_1\.ckpt \(global step (\d+)\)", text)
-    assert resumed, text[-4000:]
-    step = int(resumed.group(1))
-    assert 2 <= step < MAX_STEPS
+    assert ("clap_train: batch shell got SIGUSR1: forwarding it to srun" in text) == ("--batch" in scancel)
+    step = resumed_step(text, run_dir)
+    assert f"clap_train: SIGUSR1 at step {step}: saved {run_dir}/checkpoints/last.ckpt; the Slurm job is requeued" in text
+    assert 3 <= step < MAX_STEPS
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == MAX_STEPS
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == MAX_STEPS
-    assert not (run_dir / "hpc_ckpt_1.ckpt").exists(), "superseded by the final last.ckpt"
-    # the rerun trained on from the HPC checkpoint's step, not from scratch
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    # the rerun trained on from the saved step, not from scratch
+    steps = [json.loads(line)["step"] for line in steps_file.read_text().splitlines()]
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
     assert steps[restart:] == list(range(step, MAX_STEPS))
+
+
+def test_scheduled_usr1_requeues_then_plain_scancel_saves(cluster, tmp_path):
+    """`--signal=USR1@120` on a 4-minute job (Slurm sends it 120-180 s before the limit): saved, requeued,
+    resumed. Then a plain `scancel` (TERM to the tasks and the batch shell) saves last.ckpt once more and
+    ends the job without another requeue."""
+    base, env = cluster
+    job_id, run_dir, log, steps_file = submit_train(
+        env, tmp_path, "--time=4", "--signal=USR1@120", overrides=("trainer.max_steps=100000",))
+    wait_for(lambda: log.is_file() and f"clap_train: job {job_id} restart 1" in log.read_text(), 240,
+             "the scheduled USR1 and the requeue", poll_s=1.0)
+    wait_for(lambda: "resuming from" in log.read_text(), 120, "the rerun's resume", poll_s=0.5)
+    step = resumed_step(log.read_text(), run_dir)
+    assert f"clap_train: SIGUSR1 at step {step}: saved" in log.read_text()
+    steps_before = len(steps_file.read_text().splitlines())
+    wait_for(lambda: len(steps_file.read_text().splitlines()) >= steps_before + 2, 120, "two more steps", poll_s=0.2)
+    slurm(env, "scancel", job_id)
+    pattern = rf"clap_train: SIGTERM at step (\d+): saved {re.escape(str(run_dir))}/checkpoints/last\.ckpt"
+    wait_for(lambda: re.search(pattern, log.read_text()), 120, "the save on SIGTERM", poll_s=0.5)
+    wait_for(lambda: "CANCELLED" in job_states(base / "log" / "jobcomp.txt", job_id), 120, "the cancelled job",
+             poll_s=1.0)
+    saved = re.search(pattern, log.read_text())
+    assert int(saved.group(1)) > step
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == int(saved.group(1))
+    assert "Restarts=1" in slurm(env, "scontrol", "show", "job", job_id)
+
+
+def test_documented_cpu_command_starts_on_a_small_node(cluster, tmp_path):
+    """The CPU command of docs/operations.md as written (plus tiny-run overrides) runs to COMPLETED on
+    this cluster's node, which has fewer CPUs than the script's #SBATCH --cpus-per-task=8."""
+    base, env = cluster
+    env.update(CLAP_PYTHON=sys.executable)
+    doc = (REPO / "docs" / "operations.md").read_text()
+    command = next(line for line in doc.splitlines() if line.startswith("CLAP_ACCELERATOR=cpu sbatch "))
+    assignments = [w for w in command.split() if re.fullmatch(r"[A-Z_]+=\S*", w)]  # leading VAR=value words
+    env.update(w.split("=", 1) for w in assignments)
+    argv = command.split()[len(assignments):]
+    assert argv[0] == "sbatch" and "slurm/train.sbatch" in argv
+    job_id = subprocess.run([*argv[:1], "--parsable", f"--output={tmp_path}/slurm-%j.out", *argv[1:], *TINY_DEMO,
+                             "trainer.max_steps=2"], cwd=REPO, env=env, capture_output=True, text=True, check=True,
+                            ).stdout.strip()
+    wait_completed(base / "log" / "jobcomp.txt", job_id, tmp_path / f"slurm-{job_id}.out", 300)
 
 
 def test_multinode_script_runs_one_ddp_rank_per_srun_task(cluster, tmp_path):

@@ -8,7 +8,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from clap_train.training.callbacks import EMA, FreezeTowers, ThroughputMonitor, peak_flops, train_flops_per_sample
+from clap_train.training.callbacks import EMA, FreezeTowers, ThroughputMonitor
+from clap_train.training.flops import peak_flops, train_flops_per_sample
 from tests.training._tiny import make_batch, make_loader, make_module
 
 
@@ -124,6 +125,7 @@ def test_train_flops_per_sample_counts_matmuls_and_restores_rng():
 def test_peak_flops_table():
     assert peak_flops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4e12)
     assert peak_flops("NVIDIA H100 PCIe") == pytest.approx(756e12)
+    assert peak_flops("NVIDIA H200") == pytest.approx(989.4e12)
     assert peak_flops("NVIDIA A100-SXM4-40GB") == pytest.approx(312e12)
     assert peak_flops("Some CPU") is None
     assert math.isfinite(peak_flops("NVIDIA L4"))

@@ -7,6 +7,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from clap_train.losses.contrastive import ClipLoss
+from clap_train.losses.multipos import MultiPositiveLoss
 from clap_train.losses.siglip import SigLipLoss
 from clap_train.training.grad_cache import contrastive_accumulation_step, split_batch
 from tests.distributed._dist import run_distributed
@@ -60,6 +61,20 @@ def test_chunks_equal_one_big_batch(name):
     assert loss.item() == pytest.approx(expected_loss.item(), abs=TOLERANCE)
     _assert_same_gradients(gradients(model, loss_fn), expected)
     assert model.logit_scale_t.grad is None  # unused by the loss: untouched, as in an ordinary step
+
+
+def test_loss_kwargs_reach_the_loss_on_the_whole_batch():
+    audio, text = make_inputs(7)
+    ids = torch.tensor([[0, 9], [1, 8], [0, 7], [2, 8], [3, 6], [4, 5], [5, 4]])  # repeats across chunks
+    model, loss_fn = make_model(), MultiPositiveLoss()
+    expected_loss = loss_fn(*model(audio, text), model.logit_scale_a, model.logit_scale_t, pair_ids=ids)
+    expected_loss.backward()
+    expected = gradients(model)
+
+    model = make_model()
+    loss = _cached_step(model, loss_fn, _chunks(audio, text, 3), loss_kwargs={"pair_ids": ids})
+    assert loss.item() == pytest.approx(expected_loss.item(), abs=TOLERANCE)
+    _assert_same_gradients(gradients(model), expected)
 
 
 def test_dropout_in_train_mode_is_exact():
