@@ -1,7 +1,7 @@
 """Hydra entry point: `python -m clap_train +experiment=htsat_roberta [key=value ...]`.
 
 Before torch and Lightning are imported: the OpenMP spin policy is set (`cpu_threads.set_spin_policy`)
-and, for a launch with plain overrides, the config is composed and checked (`training/preflight.py`), so
+and, for a launch with plain overrides, the config is composed and checked (`preflight.py`), so
 bad input is reported in seconds. User errors end with one line `clap_train: error: ...` and exit status 2
 (`clap_train/cli.py`); a launch that fails so leaves no run directory behind unless one existed before.
 """
@@ -33,7 +33,7 @@ def preflight(argv: list[str]) -> None:
     global _new_run_dir
     if any(arg.startswith("-") for arg in argv):
         return
-    from clap_train.training.preflight import check_config, compose_train_config
+    from clap_train.preflight import check_config, compose_train_config  # why: only plain launches compose early
 
     with reporting_user_errors(PROG, CONFIG_ERRORS):
         cfg = compose_train_config(argv)
@@ -51,7 +51,7 @@ def remove_new_run_dir() -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
-    from clap_train.train import train  # torch, Lightning: after the checks
+    from clap_train.train import train  # why: torch and Lightning load only after the checks
 
     try:
         with reporting_user_errors(PROG, CONFIG_ERRORS):
@@ -63,7 +63,8 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    import clap_train.config_sets  # noqa: F401  (registers `open_sets`, listed in conf/train.yaml)
+    # why: importing it registers `open_sets` (conf/train.yaml) before Hydra composes
+    import clap_train.config_sets  # noqa: F401
 
     preflight(sys.argv[1:])
     hydra_main()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
 # FileNotFoundError, NotADirectoryError, ... are OSErrors; PermissionError too (a path the user gave)
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                                                PermissionError, ValueError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError, NotADirectoryError,
+                                                IsADirectoryError, PermissionError, ValueError, KeyError)
 EXIT_USER_ERROR = 2  # argparse's status for usage errors
 METADATA_LINES = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
                   "See https://hydra.cc/docs")
@@ -53,3 +53,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         exit_with_error(self.prog, f"{message} (see --help)")
+
+
+def run_tool(main: Callable[[], int | None]) -> NoReturn:
+    """Run a `data_pipelines` tool's `main()`. Those tools stop on bad input with `SystemExit("TOOL: message")`
+    (so their Python callers can catch it); at the command line that becomes `TOOL: error: message`, status 2."""
+    try:
+        code = main()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            prog, _, message = exc.code.partition(": ")
+            exit_with_error(prog, message or prog)
+        raise
+    sys.exit(code)

@@ -36,9 +36,9 @@ from clap_train.data.datamodule import CLAPDataModule
 from clap_train.data.stages import ChooseCaption, FusionFeatures, sample_stages
 from clap_train.evaluation.report import sample_text_queries, write_report
 from clap_train.evaluation.tasks import zeroshot_tasks
+from clap_train.preflight import compose_config
 from clap_train.signal.audio_ops import int16_to_float
 from clap_train.training.module import CLAPModule
-from clap_train.training.preflight import compose_config
 
 log = logging.getLogger("clap_train.evaluate")
 PROG = "clap_train.evaluate"

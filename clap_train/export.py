@@ -1,13 +1,14 @@
 """Export a CLAP model as a transformers CLAP directory.
 
-    python -m clap_train.export CHECKPOINT OUT_DIR
+    python -m clap_train.export CHECKPOINT OUT_DIR [--format onnx]
 
 CHECKPOINT is anything `clap_train.load_model` reads (clap_train .ckpt, LAION .pt, transformers
 directory). OUT_DIR receives config.json, model.safetensors, preprocessor_config.json and, when
 the model knows its tokenizer (`tokenizer_path`), tokenizer.json + tokenizer_config.json, so that
 `transformers.ClapModel.from_pretrained(OUT_DIR)` and `ClapProcessor.from_pretrained(OUT_DIR)` load
 it and give the same embeddings. Only HTSAT + RoBERTa models whose front end is one that
-transformers' ClapFeatureExtractor implements are exportable.
+transformers' ClapFeatureExtractor implements are exportable. `--format onnx` writes the two encoders as
+ONNX files instead (`clap_train.export_onnx`).
 """
 
 from __future__ import annotations
@@ -129,10 +130,17 @@ def export_hf(model: CLAPModel, out_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="clap_train.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="clap_train .ckpt, LAION .pt or transformers CLAP directory")
-    parser.add_argument("out_dir", help="directory to write the transformers CLAP files into")
+    parser.add_argument("out_dir", help="directory to write the transformers CLAP (or ONNX) files into")
+    parser.add_argument("--format", choices=("transformers", "onnx"), default="transformers",
+                        help="onnx: audio_encoder.onnx + text_encoder.onnx (clap_train/export_onnx.py)")
     args = parser.parse_args(argv)
     with reporting_user_errors(parser.prog):
-        out = export_hf(load_model(args.checkpoint), args.out_dir)
+        if args.format == "onnx":
+            from clap_train.export_onnx import export_onnx  # why: onnx is an optional extra
+
+            out = export_onnx(load_model(args.checkpoint), args.out_dir)
+        else:
+            out = export_hf(load_model(args.checkpoint), args.out_dir)
     print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
 
 

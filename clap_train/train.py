@@ -17,6 +17,7 @@ from clap_train.checkpoints.load import load_model
 from clap_train.checkpoints.pretrained import init_towers
 from clap_train.checkpoints.state_dict import read_checkpoint_file
 from clap_train.evaluation.tasks import metric_keys, zeroshot_tasks
+from clap_train.init_from import apply_init_from, load_init_weights
 from clap_train.training.checkpointing import AtomicCheckpointIO, RunMetadata
 from clap_train.training.cpu_threads import configure_cpu_threads
 from clap_train.training.distill import check_distill_config, with_distillation
@@ -144,8 +145,11 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    init_state = apply_init_from(cfg)  # model.init_from=SOURCE: SOURCE's architecture, preprocessing, weights
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
+    if init_state is not None:
+        load_init_weights(module.model, init_state, cfg.init_from.source)
     ckpt_path = resolve_resume_checkpoint(cfg, run_dir)
     validates = bool(datamodule.val_names)  # data.val_shards may be empty: train and checkpoint, no metrics
     if ckpt_path is not None:

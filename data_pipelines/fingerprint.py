@@ -16,7 +16,6 @@ digits), a file name (has an extension: matched against the audio file's name), 
 
 from __future__ import annotations
 
-import argparse
 import io
 import multiprocessing
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from clap_train.cli import ArgumentParser, run_tool
 from data_pipelines.encode import decode_pcm16, pcm16_hash, quantise_pcm16
 from data_pipelines.shards import AUDIO_MEMBERS, TARGET_SAMPLE_RATE, decode_audio, expand_shards, iter_tar, to_mono_48k
 
@@ -141,7 +141,7 @@ def read_exclusions(paths: list[str | Path]) -> Exclusions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.fingerprint", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m data_pipelines.fingerprint", description=__doc__.split("\n")[0])
     parser.add_argument("--shards", required=True, help="shards to fingerprint: braces, globs, several joined by ::")
     parser.add_argument("--out", required=True, help="hash list to write (one `sha1<TAB>key<TAB>shard` per line)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes, one shard each (0: in this one)")
@@ -161,4 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

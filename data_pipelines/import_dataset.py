@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clap_train.cli import ArgumentParser, run_tool
 from data_pipelines.importers import import_audiocaps, import_clotho, import_esc50, import_tags
 from data_pipelines.manifest import write_manifest
 
@@ -52,7 +53,7 @@ def run_import(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.import_dataset", description=__doc__.split("\n")[1])
+    parser = ArgumentParser(prog="python -m data_pipelines.import_dataset", description=__doc__.split("\n")[1])
     parser.add_argument("dataset", choices=["audiocaps", "clotho", "esc50", "tags", "table"])
     parser.add_argument("--root", required=True, help="dataset root (CSVs, and audio unless --audio-dir)")
     parser.add_argument("--out", required=True, help="manifest to write (.jsonl)")
@@ -86,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

@@ -15,13 +15,13 @@ with the audio bytes untouched, plus DIR2/sizes.json and DIR2/keyword_to_caption
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+from clap_train.cli import ArgumentParser, run_tool
 from data_pipelines.captions import debias, template_caption
 from data_pipelines.encode import member_seconds
 from data_pipelines.shards import (
@@ -235,7 +235,7 @@ def augment_shards(shard_paths: list[str], out_dir: str | Path, captioner, min_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m data_pipelines.keyword_to_caption", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
@@ -282,4 +282,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

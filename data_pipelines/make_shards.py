@@ -17,7 +17,6 @@ With `--num-tasks` (or inside a Slurm array job) the run is one task of several 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import multiprocessing
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from clap_train.cli import ArgumentParser, run_tool
 from data_pipelines.dedup import HASHES_FILE, HashLog
 from data_pipelines.encode import CODECS, encode_row
 from data_pipelines.fingerprint import Exclusions, read_exclusions
@@ -237,7 +237,7 @@ def print_report(report: dict, file=sys.stderr) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.make_shards", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m data_pipelines.make_shards", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="CSV or JSONL manifest (audio paths relative to it)")
     source.add_argument("--audio-dir", help="directory of audio files with .txt/.json caption sidecars")
@@ -281,4 +281,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

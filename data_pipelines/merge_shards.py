@@ -11,11 +11,11 @@ process keeps (data_pipelines.dedup): their shards are rewritten. Shards keep th
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from clap_train.cli import ArgumentParser, run_tool
 from data_pipelines.dedup import HASHES_FILE, drop_cross_task_duplicates
 from data_pipelines.make_shards import REPORT_FILE, RUN_FILE, print_report, write_report
 from data_pipelines.shards import SIZES_FILE, read_sizes, update_sizes
@@ -77,7 +77,7 @@ def merge_shards(out_dir: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.merge_shards", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m data_pipelines.merge_shards", description=__doc__.split("\n")[0])
     parser.add_argument("dir", help="the --out folder of the make_shards tasks")
     args = parser.parse_args(argv)
     report = merge_shards(args.dir)
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

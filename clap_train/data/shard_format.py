@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 # torch and soundfile are imported where audio is encoded: `expand_shards` runs in the entry point's
-# start-up checks (training/preflight.py), before the heavy imports
+# start-up checks (preflight.py), before the heavy imports
 
 TARGET_SAMPLE_RATE = 48000
 SIZES_FILE = "sizes.json"

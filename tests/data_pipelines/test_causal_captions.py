@@ -87,7 +87,7 @@ def test_bad_flags_are_one_line(tagged_shards, tmp_path, flags, message):  # noq
     if flags[0] == "--field":  # once through the real entry point: what the user sees on stderr
         result = subprocess.run([sys.executable, "-m", "data_pipelines.keyword_to_caption", *argv],
                                 capture_output=True, text=True, check=False, env=ENV)
-        expected = f"keyword_to_caption: {message} not in ('text', 'tags', 'original_data'), got 'text'"
+        expected = f"keyword_to_caption: error: {message} not in ('text', 'tags', 'original_data'), got 'text'"
         assert result.returncode != 0 and result.stderr.strip().splitlines() == [expected]
     with pytest.raises(SystemExit) as error:
         main(argv)

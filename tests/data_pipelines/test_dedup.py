@@ -109,7 +109,7 @@ def test_fingerprint_bad_flags_are_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "data_pipelines.fingerprint", "--shards", "/nonexistent/x-*.tar",
                              "--out", "o"], cwd=tmp_path, capture_output=True, text=True, check=False, env=ENV)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == ["fingerprint: --shards: no shards match '/nonexistent/x-*.tar'"]
+    assert result.stderr.strip().splitlines() == ["fingerprint: error: --shards: no shards match '/nonexistent/x-*.tar'"]
     with pytest.raises(SystemExit, match="--workers must be >= 0"):
         fingerprint_main(["--shards", "x.tar", "--out", "o", "--workers", "-1"])
 

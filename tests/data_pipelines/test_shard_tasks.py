@@ -138,7 +138,7 @@ def test_cli_bad_task_flags_are_one_line(tmp_path, manifest):
     command = [sys.executable, "-m", "data_pipelines.make_shards", *base, "--num-tasks", "2", "--task-index", "5"]
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=ENV)
     assert result.returncode != 0 and result.stderr.strip().splitlines() == [
-        "make_shards: --task-index must be in [0, 1] for 2 tasks, got 5 (Slurm arrays: --array=0-1)"]
+        "make_shards: error: --task-index must be in [0, 1] for 2 tasks, got 5 (Slurm arrays: --array=0-1)"]
     with pytest.raises(SystemExit, match="--num-tasks must be >= 1, got 0"):
         main([*base, "--num-tasks", "0", "--task-index", "0"])
     assert not (tmp_path / "o").exists()

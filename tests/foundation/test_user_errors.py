@@ -62,7 +62,7 @@ def test_entry_point_checks_import_no_torch():
 
     from tests.foundation._entry import REPO
 
-    code = ("import sys, clap_train.__main__, clap_train.training.preflight, clap_train.data.shard_format\n"
+    code = ("import sys, clap_train.__main__, clap_train.preflight, clap_train.data.shard_format\n"
             "heavy = [m for m in ('torch', 'lightning', 'webdataset', 'soundfile') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False,

@@ -14,7 +14,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -23,7 +23,8 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     Raises:
         hydra.errors.ConfigCompositionException (and its MissingConfigException) for a bad override.
     """
-    import clap_train.config_sets  # noqa: F401  (registers `open_sets`)
+    # why: importing it registers `open_sets` before composing
+    import clap_train.config_sets  # noqa: F401
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=config_name):
         return compose(config_name, overrides=overrides)
@@ -50,7 +51,9 @@ def check_paths(cfg: DictConfig) -> None:
             raise FileNotFoundError(f"init.{tower}: {path} does not exist")
     data = cfg.data
     if data.get("prepare") is None:  # the demo's data are generated at start
-        from clap_train.data.shard_format import expand_shards
+        from clap_train.data.shard_format import (
+            expand_shards,  # why: the data package is heavy; only real shards need it
+        )
 
         train_shards = data.train_shards
         for index, pattern in enumerate([train_shards] if isinstance(train_shards, str) else train_shards):
