@@ -25,6 +25,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import clap_train.config_sets  # noqa: F401  (registers `open_sets`, which conf/train.yaml lists)
 from clap_train.losses.contrastive import ClipLoss
 from clap_train.losses.distill import DistillationLoss
 from clap_train.losses.multipos import MultiPositiveLoss

@@ -41,6 +41,8 @@ def preset_config(preset: str) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import clap_train.config_sets  # noqa: F401  (registers `open_sets`, which conf/train.yaml lists)
+
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose("train", overrides=[f"model={preset}"])
     return OmegaConf.to_container(cfg.model, resolve=True)
