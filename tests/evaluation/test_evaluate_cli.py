@@ -147,7 +147,8 @@ def test_explicit_zero_shot_set_and_label_file(validated_checkpoint, tmp_path):
     metrics = evaluate(cfg)
     folds = {f"sources/{fold}/top{k}_acc" for fold in ("fold1", "fold2", "fold3", "fold4", "fold5", "fold_mean")
              for k in (1, 5)}
-    assert set(metrics) == {"sources/top1_acc", "sources/top5_acc", "sources/num_classes", "sources/num_clips", *folds}
+    assert set(metrics) == {"sources/top1_acc", "sources/top5_acc", "sources/num_classes", "sources/num_clips",
+                            "sources/skipped_samples", *folds}
     assert metrics["sources/num_classes"] == 8  # the label file's classes, one of them unused
     page = (tmp_path / "out" / "report.html").read_text()
     assert "unused class" in page and "Text-to-audio examples" not in page
