@@ -51,9 +51,8 @@ def check_paths(cfg: DictConfig) -> None:
             raise FileNotFoundError(f"init.{tower}: {path} does not exist")
     data = cfg.data
     if data.get("prepare") is None:  # the demo's data are generated at start
-        from clap_train.data.shard_format import (
-            expand_shards,  # why: the data package is heavy; only real shards need it
-        )
+        # why: the data package is heavy; only real shards need it
+        from clap_train.data.shard_format import expand_shards
 
         train_shards = data.train_shards
         for index, pattern in enumerate([train_shards] if isinstance(train_shards, str) else train_shards):
