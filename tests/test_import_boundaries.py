@@ -85,6 +85,24 @@ def test_only_entry_points_call_instantiate():
     assert not importers, importers
 
 
+def _fail_on_cycle(graph: dict[str, set[str]]) -> None:
+    """Depth-first walk of `graph`; fails naming the first import cycle it meets."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                pytest.fail(f"import cycle: {' -> '.join(trail[trail.index(nxt):] + [nxt])}")
+            if nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
 def test_function_level_clap_train_imports_say_why():
     offenders = []
     for path in _files():
@@ -109,20 +127,7 @@ def test_package_graph_has_no_cycle():
             parts = name.split(".")
             if parts[0] == "clap_train" and len(parts) > 1 and parts[1] != source:
                 graph.setdefault(source, set()).add(parts[1])
-    state: dict[str, int] = {}  # 1 on the current path, 2 done
-
-    def visit(node: str, trail: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                pytest.fail(f"import cycle: {' -> '.join(trail[trail.index(nxt):] + [nxt])}")
-            if nxt not in state:
-                visit(nxt, trail + [nxt])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
+    _fail_on_cycle(graph)
     assert "models" in graph and "signal" not in graph  # the walk saw the tree; the leaf imports no package
 
 
@@ -138,17 +143,4 @@ def test_module_graph_has_no_cycle():
     for name, path in modules.items():
         top_level = set(_imports(path)) - set(_imports(path, function_level_only=True))
         graph[name] = {target for _, target in top_level if target in modules and target != name}
-    state: dict[str, int] = {}
-
-    def visit(node: str, trail: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                pytest.fail(f"import cycle: {' -> '.join(trail[trail.index(nxt):] + [nxt])}")
-            if nxt not in state:
-                visit(nxt, trail + [nxt])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
+    _fail_on_cycle(graph)
