@@ -52,7 +52,24 @@ def mel_filter_bank(
     return fbank
 
 
-class LogMelFrontend(nn.Module):
+class FixedPrecisionConstants(nn.Module):
+    """A module whose constant buffers (window, filters) follow device moves but not dtype casts: after
+    `model.to(torch.bfloat16)` (Lightning's bf16-true) they stay float32 (float64), rebuilt from master
+    copies, since FFTs do not run in bf16 and a bf16 window would cost the log-mel its precision."""
+
+    def register_constants(self, **constants: torch.Tensor) -> None:
+        self._constants = constants  # master copies: plain attributes, which `.to()` leaves alone
+        for name, value in constants.items():
+            self.register_buffer(name, value.clone(), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name, value in self._constants.items():
+            setattr(self, name, value.to(getattr(self, name).device))
+        return self
+
+
+class LogMelFrontend(FixedPrecisionConstants):
     """Power mel spectrogram in dB, the CLAP recipe: periodic Hann, centred reflect-padded STFT,
     10*log10(max(mel, 1e-10)) with no top_db.
 
@@ -99,20 +116,9 @@ class LogMelFrontend(nn.Module):
         for band in range(num_bands):
             first_mel, end_mel = band * n_mels // num_bands, (band + 1) * n_mels // num_bands
             self.bands.append((*_nonzero_rows(fbank[:, first_mel:end_mel]), first_mel, end_mel))
-        # master copies (plain attributes, which `.to()` leaves alone) of the two buffers below; see `_apply`
-        self._constants = {"mel_fbank": fbank.to(dtype),  # (n_fft/2+1, n_mels)
-                           "window": torch.hann_window(n_fft, periodic=True, dtype=dtype)}
-        for name, value in self._constants.items():
-            self.register_buffer(name, value.clone(), persistent=False)
-
-    def _apply(self, fn, recurse=True):
-        """Moves follow the model; dtype casts do not: after `model.to(torch.bfloat16)` (Lightning's
-        bf16-true) the window and filters stay float32 (float64), rebuilt from the master copies, since
-        FFTs do not run in bf16 and a bf16 window would cost the log-mel its precision."""
-        super()._apply(fn, recurse)
-        for name, value in self._constants.items():
-            setattr(self, name, value.to(getattr(self, name).device))
-        return self
+        # dtype-cast-proof buffers: FixedPrecisionConstants
+        self.register_constants(mel_fbank=fbank.to(dtype),  # (n_fft/2+1, n_mels)
+                                window=torch.hann_window(n_fft, periodic=True, dtype=dtype))
 
     def config(self) -> dict:
         """The constructor arguments (plain values): `LogMelFrontend(**frontend.config())` is an equal front end."""

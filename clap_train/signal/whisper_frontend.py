@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from clap_train.signal.audio_ops import int16_to_float
-from clap_train.signal.frontend import mel_filter_bank
+from clap_train.signal.frontend import FixedPrecisionConstants, mel_filter_bank
 
 
-class WhisperFrontend(nn.Module):
+class WhisperFrontend(FixedPrecisionConstants):
     """Waveform -> Whisper's normalised log10 mel: zero pad or trim to `num_samples`, periodic Hann STFT
     (centred, reflect padding; the last frame dropped), power, Slaney mel filters 0-8 kHz, log10 clamped at
     1e-10, floored at the clip's maximum - 8 (80 dB below its peak), then (x + 4) / 4.
@@ -43,16 +42,8 @@ class WhisperFrontend(nn.Module):
         dtype = torch.float64 if double_precision else torch.float32
         fbank = mel_filter_bank(n_fft // 2 + 1, 0.0, 8000.0, n_mels, sample_rate, "slaney", "slaney")
         # master copies kept out of dtype casts (bf16-true), as LogMelFrontend does
-        self._constants = {"mel_fbank": fbank.T.to(dtype).contiguous(),  # (n_mels, n_fft/2+1)
-                           "window": torch.hann_window(n_fft, periodic=True, dtype=dtype)}
-        for name, value in self._constants.items():
-            self.register_buffer(name, value.clone(), persistent=False)
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        for name, value in self._constants.items():
-            setattr(self, name, value.to(getattr(self, name).device))
-        return self
+        self.register_constants(mel_fbank=fbank.T.to(dtype).contiguous(),  # (n_mels, n_fft/2+1)
+                                window=torch.hann_window(n_fft, periodic=True, dtype=dtype))
 
     def config(self) -> dict:
         """The constructor arguments (plain values): `WhisperFrontend(**frontend.config())` is an equal front end."""
