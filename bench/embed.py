@@ -27,7 +27,7 @@ import torchaudio.functional as AF
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
 from clap_train.checkpoints.load import load_model
-from clap_train.export import export_hf
+from clap_train.export_hf import export_hf
 from clap_train.inference.runner import embed_entries
 from clap_train.inference.search import top_k
 from clap_train.inference.sources import list_entries

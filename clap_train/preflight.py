@@ -1,9 +1,9 @@
-"""Start-up checks of a composed training config that need neither torch nor Lightning.
+"""Start-up checks of a composed training or evaluation config that need neither torch nor Lightning.
 
 `python -m clap_train` composes the config and runs `check_config` before it imports the heavy
 libraries (tens of seconds on a busy machine), so a typo in an override, a missing shard or
 tokenizer, or a `resume=` checkpoint that does not exist is reported within a few seconds, in one
-line naming the config key. The constructors still validate their own arguments; these checks only
+line naming the config key; `clap_train.evaluate` runs `check_evaluate_inputs` the same way. The constructors still validate their own arguments; these checks only
 move the path and schedule checks ahead of the imports. `bench/startup.py` measures the times.
 """
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+
+from clap_train.data.shard_format import expand_shards  # stdlib only: no torch
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -51,9 +53,6 @@ def check_paths(cfg: DictConfig) -> None:
             raise FileNotFoundError(f"init.{tower}: {path} does not exist")
     data = cfg.data
     if data.get("prepare") is None:  # the demo's data are generated at start
-        # why: the data package is heavy; only real shards need it
-        from clap_train.data.shard_format import expand_shards
-
         train_shards = data.train_shards
         for index, pattern in enumerate([train_shards] if isinstance(train_shards, str) else train_shards):
             expand_shards(pattern, "data.train_shards" + (f"[{index}]" if not isinstance(train_shards, str) else ""))
@@ -104,3 +103,23 @@ def check_config(cfg: DictConfig) -> None:
     check_schedule(cfg)
     check_sets(cfg)
     check_paths(cfg)
+
+
+def check_evaluate_inputs(cfg: DictConfig) -> None:
+    """conf/evaluate.yaml's inputs: a checkpoint that exists (or an untrained `model=PRESET`), the sets' shards,
+    a given tokenizer.
+
+    Raises:
+        ValueError naming `checkpoint` when neither is given; FileNotFoundError naming the key and the path.
+    """
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint is None and cfg.get("model") is None:
+        raise ValueError("checkpoint: give checkpoint=PATH, or model=PRESET (e.g. model=debug) to evaluate "
+                         "an untrained model")
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise FileNotFoundError(f"checkpoint: {checkpoint} does not exist")
+    for name, pattern in (cfg.data.get("val_shards") or {}).items():
+        expand_shards(pattern, f"data.val_shards.{name}")
+    tokenizer = cfg.data.get("tokenizer")
+    if tokenizer is not None and not Path(tokenizer).exists():
+        raise FileNotFoundError(f"data.tokenizer: {tokenizer} does not exist")

@@ -11,7 +11,8 @@ from transformers import ClapModel, ClapProcessor
 
 from clap_train import load_model
 from clap_train.data.tokenizer import train_bpe_tokenizer
-from clap_train.export import export_hf, main
+from clap_train.export import main
+from clap_train.export_hf import export_hf
 from clap_train.inference import embed_audio, embed_text
 from tests._weights import randomise_
 from tests.checkpoints._clap import hf_features

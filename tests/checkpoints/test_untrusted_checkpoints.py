@@ -168,6 +168,7 @@ def test_evaluate_refuses_crafted_checkpoints(case, tmp_path):
     marker = tmp_path / "marker"
     config, field = _crafted(marker)[case]
     checkpoint = _save(tmp_path / "crafted.ckpt", config)
+    (tmp_path / "x.tar").touch()  # the shard exists (evaluate checks its inputs first), the checkpoint is refused
     run = _run(["-m", "clap_train.evaluate", f"checkpoint={checkpoint}", f"data.val_shards.x={tmp_path}/x.tar"],
                tmp_path)
     _assert_refused(run, field, marker)

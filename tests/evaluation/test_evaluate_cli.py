@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from clap_train.data.stages import sample_stages
-from clap_train.evaluate import evaluate, read_clip_audio
+from clap_train.evaluate_checkpoint import evaluate, read_clip_audio
 from clap_train.signal.audio_ops import int16_roundtrip
 from clap_train.train import build
 from data_pipelines.shards import write_tar
@@ -163,7 +163,7 @@ def test_missing_checkpoint_is_one_line_naming_it(tmp_path):
     )
     output = (run.stdout + run.stderr).strip().splitlines()
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert output[-1] == f"clap_train.evaluate: error: checkpoint {missing} does not exist"
+    assert output[-1] == f"clap_train.evaluate: error: checkpoint: {missing} does not exist"
 
 
 def test_missing_shards_name_the_set(validated_checkpoint, tmp_path):

@@ -31,7 +31,7 @@ def write_tokenizer(path: Path, tokenizer: Path | None = None) -> Path:
 def make_sources(root: Path, fused: bool = False, tokenizer: Path | None = None, seed: int = 0) -> dict[str, Path]:
     """{'hf': transformers directory with tokenizer.json, 'laion': LAION-layout .pt of the same weights}."""
     from clap_train import load_model
-    from clap_train.export import hf_preprocessor_config
+    from clap_train.export_hf import hf_preprocessor_config
 
     root.mkdir(parents=True, exist_ok=True)
     hf = random_hf_clap(AUDIO, TEXT, enable_fusion=fused, projection_dim=32, seed=seed, text_eps=1e-5)

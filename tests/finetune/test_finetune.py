@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import ClapModel
 
-from clap_train.evaluate import evaluate
+from clap_train.evaluate_checkpoint import evaluate
 from clap_train.export import main as export_main
 from clap_train.init_from import apply_init_from
 from tests.finetune.conftest import DEMO

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from clap_train import load_model
-from clap_train.evaluate import evaluate
+from clap_train.evaluate_checkpoint import evaluate
 from clap_train.evaluation.probe import cross_validate
 from clap_train.inference.runner import embed_texts
 from clap_train.inference.search import top_k
@@ -32,6 +32,7 @@ def trained(tmp_path_factory):
     """The debug model trained for 80 steps on 8 demo clips; its checkpoint and the val / train embeddings."""
     tmp = tmp_path_factory.mktemp("trained_demo")
     cfg = compose_config("train", [f"cache_dir={tmp / 'cache'}", f"run_dir={tmp / 'run'}", *TINY])
+    L.seed_everything(cfg.seed)  # as train() does: the weights must not depend on the tests that ran before
     datamodule, module, _ = build(cfg)
     trainer = L.Trainer(max_steps=80, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
