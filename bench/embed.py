@@ -5,16 +5,21 @@
    soundfile decode, channel mean, torchaudio resample to 48 kHz, `ClapFeatureExtractor` (the audio half of
    `ClapProcessor`) + `get_audio_features`
    per batch. clap_train: `embed_entries` (DataLoader workers decode, resample and crop; the log-mel on
-   the model's device). Same batch size, same process, timed after a warm-up batch; clips/s and the ratio.
+   the model's device), in float32 and with `--precision int8` (`quantize_int8`: int8 Linear layers).
+   Same batch size, threads and process, timed after a warm-up batch; clips/s, the ratios, and the int8
+   embeddings' cosine to float32.
 2. search: `clap_train.inference.search.top_k` over N random unit-norm 512-d rows (1M: 2 GB), one text
    query and a batch of 16, mean of a few runs.
 
-    python bench/embed.py [--clips 16] [--batch 8] [--workers 2] [--index-rows 1000000] [--device cpu]
+    python bench/embed.py [--clips 16] [--batch 8] [--workers N] [--index-rows 1000000] [--device cpu]
+
+--workers defaults to `clap_train.embed`'s (`default_workers`: none on a CPU with under 8 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -28,9 +33,10 @@ from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
 from clap_train.checkpoints.load import load_model
 from clap_train.export_hf import export_hf
-from clap_train.inference.runner import embed_entries
+from clap_train.inference.runner import default_workers, embed_entries, quantize_int8
 from clap_train.inference.search import top_k
 from clap_train.inference.sources import list_entries
+from clap_train.training.cpu_threads import available_cores
 
 
 def write_clips(folder: Path, num_clips: int, seconds: float = 10.0, rate: int = 44100) -> list[Path]:
@@ -73,19 +79,28 @@ def bench_embed(args, device: torch.device) -> dict:
         warm, timed = paths[:args.batch], paths[args.batch:]
         entries = list_entries(tmp)
         warm_entries, timed_entries = entries[:args.batch], entries[args.batch:]
+        workers = default_workers(device, available_cores()) if args.workers is None else args.workers
         transformers_embed(hf, processor, warm, args.batch, device)
-        embed_entries(ours, warm_entries, args.batch, args.workers, progress=False)
         start = time.perf_counter()
         reference = transformers_embed(hf, processor, timed, args.batch, device)
         hf_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        result = embed_entries(ours, timed_entries, args.batch, args.workers, progress=False)
-        own_seconds = time.perf_counter() - start
+        figures = {"clips": len(timed), "workers": workers, "transformers_clips_per_s": len(timed) / hf_seconds}
+        models = {"32": ours}
+        if device.type == "cpu":
+            models["int8"] = quantize_int8(copy.deepcopy(ours))
+        results = {}
+        for precision, model in models.items():
+            embed_entries(model, warm_entries, args.batch, workers, progress=False)
+            start = time.perf_counter()
+            results[precision] = embed_entries(model, timed_entries, args.batch, workers, progress=False).embeddings
+            seconds = time.perf_counter() - start
+            figures[f"clap_train_{precision}_clips_per_s"] = len(timed) / seconds
+            figures[f"ratio_{precision}"] = hf_seconds / seconds
         reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-        max_diff = float(np.abs(result.embeddings - reference).max())  # HF's rand_trunc picks another window
-    return {"clips": len(timed), "transformers_clips_per_s": len(timed) / hf_seconds,
-            "clap_train_clips_per_s": len(timed) / own_seconds, "ratio": hf_seconds / own_seconds,
-            "max_abs_diff_vs_transformers": max_diff}
+        figures["max_abs_diff_32_vs_transformers"] = float(np.abs(results["32"] - reference).max())
+        if "int8" in results:
+            figures["min_cosine_int8_vs_32"] = float((results["int8"] * results["32"]).sum(axis=1).min())
+    return figures
 
 
 def bench_search(rows: int, dim: int = 512, repeats: int = 3) -> dict:
@@ -107,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--index-rows", type=int, default=1_000_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-embed", action="store_true")

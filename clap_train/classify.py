@@ -18,11 +18,11 @@ from contextlib import nullcontext
 
 import torch
 
-from clap_train.checkpoints.load import load_model
 from clap_train.cli import ArgumentParser, reporting_user_errors
+from clap_train.embed import load_for_inference
 from clap_train.evaluation.zeroshot import DEFAULT_TEMPLATES, read_label_file, zeroshot_classifier, zeroshot_metrics
 from clap_train.inference.options import add_audio_options, add_model_options
-from clap_train.inference.runner import embed_entries, embed_texts, ready_for_inference
+from clap_train.inference.runner import embed_entries, embed_texts
 from clap_train.inference.sources import list_entries
 
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     with reporting_user_errors(parser.prog):
         names = class_names(args)
         entries = list_entries(args.audio)
-        model = ready_for_inference(load_model(args.checkpoint), args.device, args.tokenizer)
+        model = load_for_inference(args)
         classifier = zeroshot_classifier(lambda texts: torch.from_numpy(embed_texts(model, texts,
                                                                                    precision=args.precision)),
                                          names, args.templates)  # (C, D)

@@ -17,9 +17,23 @@ from pathlib import Path
 from clap_train.checkpoints.load import load_model
 from clap_train.cli import ArgumentParser, reporting_user_errors
 from clap_train.inference.options import add_audio_options, add_model_options
-from clap_train.inference.runner import Embeddings, embed_entries, embed_texts, ready_for_inference
+from clap_train.inference.runner import Embeddings, default_workers, embed_entries, embed_texts, ready_for_inference
 from clap_train.inference.sources import list_entries
 from clap_train.inference.store import check_output, save_embeddings
+from clap_train.training.cpu_threads import available_cores, configure_cpu_threads
+
+
+def load_for_inference(args, checkpoint: str | None = None):
+    """The model of embed / classify / search: `load_model(checkpoint or --checkpoint)` on --device at
+    --precision. Resolves --num-workers (None: `default_workers`) in `args`; on the CPU torch's threads
+    leave a core to each worker (`configure_cpu_threads`, as in training; OMP_NUM_THREADS overrides)."""
+    model = ready_for_inference(load_model(checkpoint or args.checkpoint), args.device, args.tokenizer, args.precision)
+    device = next(model.parameters()).device
+    if getattr(args, "num_workers", None) is None:
+        args.num_workers = default_workers(device, available_cores())
+    if device.type == "cpu":
+        configure_cpu_threads(None, args.num_workers)
+    return model
 
 
 def read_text_lines(path: str, flag: str = "--text") -> list[str]:
@@ -54,11 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         out = check_output(args.out, args.overwrite)
         if args.text is not None:
             texts = read_text_lines(args.text)
-            model = ready_for_inference(load_model(args.checkpoint), args.device, args.tokenizer)
+            model = load_for_inference(args)
             result = Embeddings(embed_texts(model, texts, precision=args.precision), texts, [])
         else:
             entries = list_entries(args.audio)
-            model = ready_for_inference(load_model(args.checkpoint), args.device, args.tokenizer)
+            model = load_for_inference(args)
             result = embed_entries(model, entries, args.batch_size, args.num_workers, args.precision, args.seed,
                                    progress=not args.no_progress)
         save_embeddings(out, result, "text" if args.text is not None else "audio", args.checkpoint)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from clap_train.checkpoints.load import load_model
 from clap_train.cli import ArgumentParser, reporting_user_errors
+from clap_train.embed import load_for_inference
 from clap_train.inference.options import add_audio_options, add_model_options
-from clap_train.inference.runner import embed_entries, embed_texts, ready_for_inference
+from clap_train.inference.runner import embed_entries, embed_texts
 from clap_train.inference.search import top_k
 from clap_train.inference.sources import list_entries
 from clap_train.inference.store import load_embeddings
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
                 checkpoint = str(data["checkpoint"]) if "checkpoint" in data else None
             if not checkpoint:
                 raise ValueError(f"--checkpoint: {args.index} does not record its checkpoint; pass --checkpoint")
-        model = ready_for_inference(load_model(checkpoint), args.device, args.tokenizer)
+        model = load_for_inference(args, checkpoint)
         if args.query is not None:
             names, vectors = args.query, embed_texts(model, args.query, precision=args.precision)
         else:

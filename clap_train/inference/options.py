@@ -12,11 +12,15 @@ def add_model_options(parser: argparse.ArgumentParser, checkpoint_required: bool
                         help="transformers CLAP directory, LAION-CLAP .pt or clap_train .ckpt")
     parser.add_argument("--tokenizer", help="tokenizer.json (or its folder); needed for text with a LAION .pt")
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="32", choices=PRECISIONS, help="bf16: autocast on the device")
+    parser.add_argument("--precision", default="32", choices=PRECISIONS,
+                        help="bf16: autocast on the device; int8: dynamically quantized Linear layers (CPU only, "
+                             "about 1.8x faster, cosine >= 0.999 to 32)")
 
 
 def add_audio_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding audio (0: inline)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="DataLoader workers decoding audio (0: inline); default: one per 8 cores on the CPU, "
+                             "up to 8 with a GPU")
     parser.add_argument("--seed", type=int, default=0, help="seeds the fused model's crop starts (per clip)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -71,6 +71,6 @@ def configure_cpu_threads(cpu_threads: int | None, num_workers: int, processes_p
         torch.set_num_interop_threads(1)  # the inter-op pool serves torch.jit.fork only; CPU autograd uses its own
     except RuntimeError:  # already started (a second run in the same process): keep it
         pass
-    log.info("CPU threads: %d intra-op per training process (%s); data workers 1 each; OMP_WAIT_POLICY=%s",
+    log.info("CPU threads: %d intra-op per process (%s); data workers 1 each; OMP_WAIT_POLICY=%s",
              threads, reason, environ.get("OMP_WAIT_POLICY", "unset"))
     return threads
