@@ -46,6 +46,10 @@ def _all_gather_objects(item) -> list:
     return gathered
 
 
+class NoClipsCollected(ValueError):
+    """A validation set none of whose samples reached the model (every one skipped, or none read)."""
+
+
 class EmbeddingCollector:
     """Per-batch accumulator of validation embeddings.
 
@@ -157,7 +161,7 @@ class EmbeddingCollector:
                 for name, (shape, dtype) in sorted(layouts.items())
             }
         if not keys:
-            raise ValueError("EmbeddingCollector.compute: no clips were collected")
+            raise NoClipsCollected("EmbeddingCollector.compute: no clips were collected")
         text, text_to_audio = local.pop("text_embeds", None), local.pop("text_to_audio", None)
         audio = local.pop("audio_embeds")
         return _deduplicate(keys, audio, text, text_to_audio, local, tags, captions)

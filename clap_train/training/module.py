@@ -11,7 +11,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from clap_train.distributed.parallelize import parallelize, shard_module
-from clap_train.evaluation.collect import EmbeddingCollector
+from clap_train.evaluation.collect import EmbeddingCollector, NoClipsCollected
 from clap_train.evaluation.tasks import SetResult, TextEmbedder, ZeroShotTask, evaluate_set
 from clap_train.training.grad_cache import contrastive_accumulation_step, split_batch
 from clap_train.training.optim import param_groups, scale_learning_rates
@@ -170,12 +170,17 @@ class CLAPModule(L.LightningModule):
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
         text_embedder = TextEmbedder(self.model, tokenizer, self.device) if tokenizer is not None else None
         for index, (name, collector) in enumerate(zip(self.val_names, self.collectors)):
-            embeddings = collector.compute()
+            skipped = torch.as_tensor(self.val_skipped[index], dtype=torch.float32, device=self.device)
+            skipped = float(self.trainer.strategy.reduce(skipped, reduce_op="sum"))
+            self.val_skipped[index] = 0
+            try:
+                embeddings = collector.compute()
+            except NoClipsCollected as error:  # the same on every rank: compute gathers the keys first
+                raise ValueError(f"data.val_shards.{name}: no clip of this validation set reached the model "
+                                 "(its shards hold no readable sample)") from error
             collector.reset()
             result = evaluate_set(name, embeddings, self.zeroshot.get(name), text_embedder)
-            skipped = torch.as_tensor(self.val_skipped[index], dtype=torch.float32, device=self.device)
-            result.metrics["skipped_samples"] = float(self.trainer.strategy.reduce(skipped, reduce_op="sum"))
-            self.val_skipped[index] = 0
+            result.metrics["skipped_samples"] = skipped
             self.last_results[name] = result
             # identical on every rank after the gather: no further sync needed
             self.log_dict({f"val/{name}/{k}": v for k, v in result.metrics.items()}, sync_dist=False)

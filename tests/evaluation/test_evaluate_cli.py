@@ -204,3 +204,16 @@ def test_untrained_preset_and_skipped_samples_per_set(validated_checkpoint, tmp_
     assert again["synthetic/t2a_R@1"] == metrics["synthetic/t2a_R@1"]
     with pytest.raises(ValueError, match="checkpoint: give checkpoint=PATH, or model=PRESET"):
         evaluate(compose_config("evaluate", overrides[3:]))
+
+
+def test_a_set_whose_every_clip_is_skipped_names_it(validated_checkpoint, tmp_path):
+    """Validation of a set none of whose samples can be read ends in one line naming the set's config key."""
+    tmp, _, _ = validated_checkpoint
+    demo = tmp / "cache" / "demo"
+    write_tar(tmp_path / "val-000000.tar", [(f"broken{i}", {"flac": b"not audio", "json": b'{"text": ["a hum"]}'})
+                                            for i in range(3)])
+    overrides = ["model=debug", f"data.tokenizer={demo / 'tokenizer.json'}", "model.clip_samples=16000",
+                 f"data.val_shards.broken={tmp_path}/val-*.tar", "data.num_workers=0", f"out_dir={tmp_path / 'out'}"]
+    with pytest.raises(ValueError, match=r"^data.val_shards.broken: no clip of this validation set reached the "
+                                         r"model \(its shards hold no readable sample\)$"):
+        evaluate(compose_config("evaluate", overrides))
