@@ -116,9 +116,10 @@ class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a learned relative position bias.
 
     Forward: windows (B, nW, N, C), mask (nW, N, N) additive or None -> (B, nW, N, C).
-    Attention runs in `scaled_dot_product_attention` on a free 4-D view of (B, nW, heads, N, d): without a
-    shift mask as (B*nW, heads) against the (1, heads, N, N) bias, with one as (B, nW*heads) against the
-    (1, nW*heads, N, N) bias + mask; either float mask broadcasts over the batch and is never expanded.
+    Attention runs in `scaled_dot_product_attention` on 4-D (groups, heads', N, d) tensors: without a shift
+    mask as strided (B*nW, heads) views of the qkv projection against the (1, heads, N, N) bias, with one
+    as a (B, nW*heads) copy against the (1, nW*heads, N, N) bias + mask; either float mask broadcasts over
+    the batch and is never expanded.
     """
 
     def __init__(self, dim: int, num_heads: int, window: int):
@@ -131,16 +132,18 @@ class WindowAttention(nn.Module):
     def forward(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, num_windows, tokens, dim = windows.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
-        qkv = self.qkv(windows).view(batch, num_windows, tokens, 3, heads, head_dim)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).contiguous()  # 3 x (B, nW, h, N, d)
+        qkv = self.qkv(windows)  # (B, nW, N, 3C)
         index = relative_position_index(self.window, windows.device)
         bias = self.relative_position_bias_table[index.view(-1)].view(tokens, tokens, heads).permute(2, 0, 1)
         if mask is None:
-            groups, bias = batch * num_windows, bias.unsqueeze(0)  # (1, h, N, N)
+            # strided (B*nW, h, N, d) views of qkv: the attention kernel reads the strides, a copy would
+            # cost as much as the attention itself on the CPU (bitwise the same result)
+            q, k, v = (t.transpose(1, 2) for t in qkv.view(batch * num_windows, tokens, 3, heads, head_dim).unbind(2))
+            bias = bias.unsqueeze(0)  # (1, h, N, N)
         else:
+            q, k, v = qkv.view(batch, num_windows, tokens, 3, heads, head_dim).permute(3, 0, 1, 4, 2, 5).contiguous()
+            q, k, v = (t.view(batch, -1, tokens, head_dim) for t in (q, k, v))  # (B, nW*h, N, d)
             bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, -1, tokens, tokens)  # (1, nW*h, N, N)
-            groups = batch
-        q, k, v = (t.view(groups, -1, tokens, head_dim) for t in (q, k, v))  # (B*nW, h, N, d) or (B, nW*h, N, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         out = out.view(batch, num_windows, heads, tokens, head_dim).transpose(2, 3)  # (B, nW, N, h, d)
         return self.proj(out.reshape(batch, num_windows, tokens, dim))
