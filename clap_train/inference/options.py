@@ -14,7 +14,7 @@ def add_model_options(parser: argparse.ArgumentParser, checkpoint_required: bool
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="32", choices=PRECISIONS,
                         help="bf16: autocast on the device; int8: dynamically quantized Linear layers (CPU only, "
-                             "about 1.8x faster, cosine >= 0.999 to 32)")
+                             "faster than 32 at a cosine >= 0.999 to it)")
 
 
 def add_audio_options(parser: argparse.ArgumentParser) -> None:

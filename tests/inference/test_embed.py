@@ -97,7 +97,7 @@ def test_bad_inputs_are_one_line(demo_sources, tmp_path):
 
 
 def test_int8_precision_stays_close_to_float32(embedded, demo_sources, audio_folder, tmp_path):
-    """--precision int8 quantizes every Linear layer (the model's forward is ~1.8x faster on the CPU)."""
+    """--precision int8 quantizes every Linear layer (faster on the CPU: bench/embed.py)."""
     (data, _), _ = embedded
     run = run_cli("clap_train.embed", "--checkpoint", demo_sources["hf"], "--audio", audio_folder,
                   "--out", tmp_path / "int8.npz", "--num-workers", 0, "--batch-size", 2, "--precision", "int8")
