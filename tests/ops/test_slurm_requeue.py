@@ -8,6 +8,7 @@ tmp SLURM_BASE on free ports and stopped by .ci/slurm_down.sh.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -37,7 +38,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, tmp_path_factory):
+    """A started one-node cluster; one at a time across xdist workers (two would both be node `localhost`)."""
+    lock_path = tmp_path_factory.getbasetemp().parent / "slurm_cluster.lock"  # shared by the workers of a run
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _started_cluster(tmp_path)
+
+
+def _started_cluster(tmp_path):
     base = tmp_path / "slurm"
     env = {**clean_env(tmp_path), "SLURM_BASE": str(base), "SLURMCTLD_PORT": str(free_port()),
            "SLURMD_PORT": str(free_port())}
