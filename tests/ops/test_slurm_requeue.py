@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,9 @@ def cluster(tmp_path, tmp_path_factory):
 
 
 def _started_cluster(tmp_path):
-    base = tmp_path / "slurm"
+    # a short base: slurmd's step sockets live under it and a Unix socket path has at most 108 bytes
+    # (xdist's popen-gwN/ level made tmp_path too long); the logs are copied to tmp_path/slurm at the end
+    base = Path(tempfile.mkdtemp(prefix="clap_slurm_"))
     env = {**clean_env(tmp_path), "SLURM_BASE": str(base), "SLURMCTLD_PORT": str(free_port()),
            "SLURMD_PORT": str(free_port())}
     up = subprocess.run([str(REPO / ".ci" / "slurm_up.sh")], env=env, capture_output=True, text=True, check=False)
@@ -56,6 +59,9 @@ def _started_cluster(tmp_path):
         yield base, {**env, "SLURM_CONF": str(base / "etc" / "slurm.conf")}
     finally:
         subprocess.run([str(REPO / ".ci" / "slurm_down.sh")], env=env, capture_output=True, check=False)
+        if (base / "log").is_dir():
+            shutil.copytree(base / "log", tmp_path / "slurm" / "log", dirs_exist_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def slurm(env: dict, *args: str) -> str:
