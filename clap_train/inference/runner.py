@@ -105,7 +105,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def default_workers(device: torch.device, cores: int) -> int:
-    """`--num-workers auto`: on the CPU, where the model's forward pass takes the cores, one worker per
+    """The tools' `--num-workers` when it is not given: on the CPU, where the model's forward pass takes the cores, one worker per
     `CPU_CORES_PER_WORKER` cores (none below that); on a GPU, which waits for decoded audio, up to 8."""
     if device.type == "cpu":
         return cores // CPU_CORES_PER_WORKER

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from clap_train.data.stages import sample_stages
 from clap_train.evaluate_checkpoint import evaluate, read_clip_audio
+from clap_train.preflight import compose_config
 from clap_train.signal.audio_ops import int16_roundtrip
 from clap_train.train import build
 from data_pipelines.shards import write_tar
@@ -23,11 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = ["data.prepare.num_train=16", "data.prepare.num_val=24", "data.prepare.samples_per_shard=16",
         "data.prepare.duration=1.0", "model.clip_samples=16000", "data.batch_size=8", "data.num_workers=0",
         "~logger"]
-
-
-def compose_config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from clap_train import load_model
 from clap_train.evaluate_checkpoint import evaluate
@@ -14,17 +13,13 @@ from clap_train.evaluation.probe import cross_validate
 from clap_train.inference.runner import embed_texts
 from clap_train.inference.search import top_k
 from clap_train.inference.sources import list_entries
+from clap_train.preflight import compose_config
 from clap_train.train import build
-from tests.inference.conftest import REPO, run_cli
+from tests.inference.conftest import run_cli
 
 TINY = ["data.prepare.num_train=8", "data.prepare.num_val=60", "data.prepare.samples_per_shard=8",
         "data.prepare.duration=1.0", "model.clip_samples=16000", "data.batch_size=8", "data.num_workers=0", "~logger",
         "module.scheduler.warmup_steps=10"]
-
-
-def compose_config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 @pytest.fixture(scope="module")
